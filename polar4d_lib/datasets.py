@@ -1,0 +1,437 @@
+"""Simulated datasets: a grid of specimen and probe parameters → a zarr group of patterns and labels.
+
+The grid is (polarization variants × disorder seeds × mistilts) specimens, each simulated once as a
+PRISM scattering matrix with a thickness series, from which ``probe_settings`` random probe settings
+(defocus, twofold astigmatism, Cs) × ``positions_per_setting`` probe positions are drawn. Each specimen
+is a unit of work cached on disk under a key made of all its parameters and the library versions, so an
+interrupted build resumes where it stopped; units run in parallel through dask (in-process for one
+worker, a LocalCluster for several, or a given scheduler). The zarr group is written to a temporary
+path and renamed, so a finished build is never half-written.
+
+Layout (``SCHEMA``): arrays ``patterns`` (float32, N × Qx × Qy), ``label`` (int8), ``variant`` (int8),
+``polarization`` (N × 3, unit P), ``thickness_nm``, ``position_A`` and ``position_frac`` (N × 2),
+``defocus_nm``, ``astigmatism_nm``, ``astigmatism_angle_deg``, ``cs_um``, ``tilt_mrad`` (N × 2),
+``disorder_seed``, ``defect`` (oxygen vacancies in the column), ``unit`` and ``probe_setting``;
+attributes ``q_sampling_mrad``, ``energy_kev``, ``semiangle_mrad``, ``a_A``, ``scan_rotation_deg``,
+``class_names``, ``parameters`` (every parameter), ``versions`` and ``content_sha256``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import yaml
+import zarr
+from tqdm.auto import tqdm
+
+from polar4d_lib import config, conventions
+from polar4d_lib.simulation import PrismSpecimen, ProbeSettings, SimulationSettings, random_positions
+from polar4d_lib.structure import Displacements, knn_supercell
+
+SCHEMA = 1
+PROFILES = ("smoke", "default", "robust", "paper")
+_PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
+
+# Per-pattern arrays and their dtypes (patterns first).
+ARRAYS: dict[str, str] = {
+    "patterns": "float32", "label": "int8", "variant": "int8", "polarization": "float32",
+    "thickness_nm": "float32", "position_A": "float32", "position_frac": "float32",
+    "defocus_nm": "float32", "astigmatism_nm": "float32", "astigmatism_angle_deg": "float32",
+    "cs_um": "float32", "tilt_mrad": "float32", "disorder_seed": "int32", "defect": "int8",
+    "unit": "int32", "probe_setting": "int32",
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Every parameter of a simulated dataset (lengths Å, thickness nm, angles mrad, energy keV)."""
+
+    variants: tuple[int, ...] = tuple(range(12))
+    thicknesses_nm: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0)
+    lateral_cells: int = 4
+    a_A: float = 3.95
+    k_fraction: float = 0.5
+    displacements: Displacements = Displacements()
+    disorder_seeds: tuple[int, ...] = (0,)
+    tilts_mrad: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
+    energy_kev: float = 200.0
+    semiangle_mrad: float = 24.0
+    probe_settings: int = 16
+    positions_per_setting: int = 16
+    defocus_nm: tuple[float, float] = (-5.0, 5.0)
+    astigmatism_max_nm: float = 2.0
+    cs_um: tuple[float, float] = (0.0, 0.0)
+    simulation: SimulationSettings = SimulationSettings()
+    seed: int = 888
+
+    def __post_init__(self) -> None:
+        for v in self.variants:
+            if not 0 <= v < len(conventions.VARIANTS):
+                raise ValueError(f"variant {v} unknown; variants are 0–11 (conventions.VARIANTS)")
+        if self.probe_settings < 1 or self.positions_per_setting < 1:
+            raise ValueError("probe_settings and positions_per_setting must be at least 1")
+        if self.defocus_nm[0] > self.defocus_nm[1] or self.cs_um[0] > self.cs_um[1]:
+            raise ValueError("ranges are (low, high) with low ≤ high")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "DatasetSpec":
+        """A spec from plain values (YAML/JSON), nested ``displacements`` and ``simulation`` included."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise KeyError(f"unknown dataset parameter(s) {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        if "displacements" in values and isinstance(values["displacements"], dict):
+            values["displacements"] = Displacements(**values["displacements"])
+        if "simulation" in values and isinstance(values["simulation"], dict):
+            sim = dict(values["simulation"])
+            if "detector_shape" in sim:
+                sim["detector_shape"] = tuple(sim["detector_shape"])
+            values["simulation"] = SimulationSettings(**sim)
+        for key in ("variants", "thicknesses_nm", "disorder_seeds", "defocus_nm", "cs_um"):
+            if key in values:
+                values[key] = tuple(values[key])
+        if "tilts_mrad" in values:
+            values["tilts_mrad"] = tuple(tuple(float(x) for x in t) for t in values["tilts_mrad"])
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "DatasetSpec":
+        """A copy with dotted keys replaced (``probe_settings=4``, ``simulation.q_sampling_mrad=1``)."""
+        values = self.as_dict()
+        for key, value in overrides.items():
+            target, *rest = key.split(".")
+            if rest:
+                if target not in values or not isinstance(values[target], dict) or rest[0] not in values[target]:
+                    raise KeyError(f"unknown dataset parameter {key!r}")
+                values[target][rest[0]] = value
+            else:
+                if target not in values:
+                    raise KeyError(f"unknown dataset parameter {key!r}; known: {sorted(values)}")
+                values[target] = value
+        return DatasetSpec.from_dict(values)
+
+    def units(self) -> list["Unit"]:
+        """The specimen units of the grid, in a fixed order."""
+        grid = itertools.product(self.variants, self.disorder_seeds, self.tilts_mrad)
+        return [Unit(self, i, v, s, tuple(t)) for i, (v, s, t) in enumerate(grid)]
+
+
+def load_profile(profile: str, stage: str = "simulate") -> dict[str, Any]:
+    """The parameters a profile sets for a stage (``profiles.yaml``)."""
+    profiles = yaml.safe_load(_PROFILES_FILE.read_text())
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(profiles)}")
+    return dict(profiles[profile].get(stage, {}))
+
+
+def spec_for_profile(profile: str, overrides: dict[str, Any] | None = None) -> DatasetSpec:
+    """The dataset spec of ``profile`` with optional dotted-key overrides."""
+    values = load_profile(profile, "simulate")
+    values.setdefault("seed", config.get("seed"))
+    return DatasetSpec.from_dict(values).with_overrides(overrides or {})
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One specimen of the grid: what is simulated (and cached) together."""
+
+    spec: DatasetSpec
+    index: int
+    variant: int
+    disorder_seed: int
+    tilt_mrad: tuple[float, float]
+
+    def key(self) -> str:
+        """Cache key: every parameter that changes this unit's numbers, plus library versions."""
+        spec = self.spec.as_dict()
+        spec.pop("variants"), spec.pop("disorder_seeds"), spec.pop("tilts_mrad")
+        payload = {
+            "schema": SCHEMA, "spec": spec, "variant": self.variant, "disorder_seed": self.disorder_seed,
+            "tilt_mrad": list(self.tilt_mrad), "index_seed": self._seed_words(), "versions": versions(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+    def _seed_words(self) -> list[int]:
+        # The unit's random draws depend on the dataset seed and on what the unit is, not on its
+        # position in the grid, so adding variants to a spec leaves the other units' numbers alone.
+        tilt = [int(round(t * 1000)) for t in self.tilt_mrad]
+        return [int(self.spec.seed), self.variant, self.disorder_seed, tilt[0] & 0xFFFFFFFF, tilt[1] & 0xFFFFFFFF]
+
+    def probe_draws(self) -> list[ProbeSettings]:
+        """The unit's random probe settings (nominal ones if every range is zero)."""
+        rng = np.random.default_rng(self._seed_words() + [1])
+        spec = self.spec
+        draws = []
+        for _ in range(spec.probe_settings):
+            draws.append(
+                ProbeSettings(
+                    energy_kev=spec.energy_kev, semiangle_mrad=spec.semiangle_mrad,
+                    defocus_nm=float(rng.uniform(*spec.defocus_nm)),
+                    astigmatism_nm=float(rng.uniform(0.0, spec.astigmatism_max_nm)),
+                    astigmatism_angle_deg=float(rng.uniform(0.0, 180.0)),
+                    cs_um=float(rng.uniform(*spec.cs_um)),
+                )
+            )
+        return draws
+
+    def simulate(self) -> dict[str, np.ndarray]:
+        """Simulate this unit: per-pattern arrays (see ``ARRAYS``), ordered thickness-major."""
+        spec = self.spec
+        specimen = knn_supercell(
+            self.variant, spec.lateral_cells, max(spec.thicknesses_nm), spec.a_A, spec.k_fraction,
+            spec.displacements, seed=self.disorder_seed,
+        )
+        prism = PrismSpecimen(
+            specimen.atoms, spec.simulation, spec.a_A, list(spec.thicknesses_nm), spec.energy_kev,
+            spec.semiangle_mrad, self.tilt_mrad, seed=self.disorder_seed,
+        )
+        rng = np.random.default_rng(self._seed_words() + [2])
+        extent = specimen.atoms.cell.lengths()[:2]
+        rows: list[dict[str, np.ndarray]] = []
+        for s, probe in enumerate(self.probe_draws()):
+            positions = random_positions(spec.positions_per_setting, extent, rng)
+            patterns = prism.patterns(probe, positions)  # (T, P, Qx, Qy)
+            labels, defects = specimen.labels_at(positions)
+            for t, thickness in enumerate(prism.thicknesses_nm):
+                n = len(positions)
+                rows.append({
+                    "patterns": patterns[t], "label": labels, "defect": defects,
+                    "thickness_nm": np.full(n, thickness), "position_A": positions,
+                    "position_frac": np.mod(positions / spec.a_A, 1.0),
+                    "defocus_nm": np.full(n, probe.defocus_nm), "astigmatism_nm": np.full(n, probe.astigmatism_nm),
+                    "astigmatism_angle_deg": np.full(n, probe.astigmatism_angle_deg), "cs_um": np.full(n, probe.cs_um),
+                    "probe_setting": np.full(n, s),
+                })
+        out = {key: np.concatenate([r[key] for r in rows]) for key in rows[0]}
+        n = len(out["patterns"])
+        p = conventions.VARIANTS[self.variant].astype(float)
+        out.update(
+            variant=np.full(n, self.variant), polarization=np.tile(p / np.linalg.norm(p), (n, 1)),
+            tilt_mrad=np.tile(np.asarray(self.tilt_mrad, float), (n, 1)),
+            disorder_seed=np.full(n, self.disorder_seed), unit=np.full(n, self.index),
+        )
+        order = np.lexsort((out["probe_setting"], out["thickness_nm"]))
+        return {key: np.asarray(out[key][order], dtype=ARRAYS[key]) for key in ARRAYS}
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that determine the simulated numbers."""
+    import abtem
+    import ase
+
+    import polar4d_lib
+
+    return {"polar4d": polar4d_lib.__version__, "abtem": abtem.__version__, "numpy": np.__version__,
+            "ase": ase.__version__}
+
+
+# --- cache -----------------------------------------------------------------------------------------
+
+def _cache_path(unit: Unit, cache_dir: Path) -> Path:
+    return cache_dir / "units" / f"{unit.key()}.npz"
+
+
+def _save_unit(arrays: dict[str, np.ndarray], path: Path) -> None:
+    """Write a unit's arrays atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _load_unit(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in ARRAYS}
+
+
+def _simulate_unit(unit: Unit) -> dict[str, np.ndarray]:
+    return unit.simulate()
+
+
+def _run(
+    todo: list[Unit], save: Callable[[Unit, dict[str, np.ndarray]], None], num_workers: int, scheduler: str | None
+) -> None:
+    """Simulate ``todo`` units — in this process, on a LocalCluster, or on a given dask scheduler —
+    saving each as soon as it arrives, with a progress bar."""
+    bar = tqdm(total=len(todo), desc="simulating specimens", unit="specimen", disable=not config.get("progress_bar"))
+    if not todo:
+        bar.close()
+        return
+    if scheduler is None and num_workers <= 1:
+        for unit in todo:
+            save(unit, _simulate_unit(unit))
+            bar.update()
+        bar.close()
+        return
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=num_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(scheduler or cluster)
+    try:
+        futures = {client.submit(_simulate_unit, unit, pure=False): unit for unit in todo}
+        for future in as_completed(futures):
+            save(futures[future], future.result())
+            bar.update()
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def build(
+    spec: DatasetSpec,
+    out: str | os.PathLike,
+    profile: str = "custom",
+    num_workers: int | None = None,
+    scheduler: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Build (or resume) the dataset of ``spec`` and write it as a zarr group at ``out``.
+
+    Finished units come from the cache; the rest are simulated. The group is assembled in a temporary
+    directory beside ``out`` and renamed into place, replacing an older ``out`` only once complete.
+    """
+    out = Path(out)
+    if out.suffix != ".zarr":
+        raise ValueError(f"dataset path {out} should end in .zarr; e.g. --out data/{profile}.zarr")
+    cache = Path(config.resolve("cache_dir", cache_dir))
+    num_workers = int(config.resolve("num_workers", num_workers))
+    scheduler = config.resolve("scheduler", scheduler)
+    units = spec.units()
+    todo = [u for u in units if not _cache_path(u, cache).exists()]
+    _run(todo, lambda unit, arrays: _save_unit(arrays, _cache_path(unit, cache)), num_workers, scheduler)
+    parts = [_load_unit(_cache_path(u, cache)) for u in units]
+    arrays = {key: np.concatenate([p[key] for p in parts]) for key in ARRAYS}
+    attrs = {
+        "schema": SCHEMA,
+        "profile": profile,
+        "q_sampling_mrad": spec.simulation.q_sampling_mrad,
+        "energy_kev": spec.energy_kev,
+        "semiangle_mrad": spec.semiangle_mrad,
+        "a_A": spec.a_A,
+        "scan_rotation_deg": 0.0,
+        "detector_shape": list(spec.simulation.detector_shape),
+        "class_names": list(conventions.CLASS_NAMES),
+        "parameters": spec.as_dict(),
+        "versions": versions(),
+        "content_sha256": content_sha256(arrays),
+    }
+    write_zarr(arrays, attrs, out)
+    return out
+
+
+def content_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of the arrays' names, dtypes, shapes and bytes (independent of zarr's chunk files)."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_zarr(arrays: dict[str, np.ndarray], attrs: dict[str, Any], out: Path) -> None:
+    """Write arrays and attributes as a zarr group at ``out`` atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        group = zarr.open_group(str(tmp), mode="w")
+        for key, value in arrays.items():
+            chunks = (min(len(value), 1024),) + value.shape[1:] if value.ndim else None
+            group.create_array(key, data=np.asarray(value), chunks=chunks)
+        group.attrs.update(attrs)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+@dataclass
+class Dataset:
+    """A simulated dataset opened from zarr: arrays (lazily by name) and attributes."""
+
+    path: Path
+    group: Any = field(repr=False)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    def __len__(self) -> int:
+        return int(self.group["label"].shape[0])
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.group:
+            raise KeyError(f"dataset {self.path} has no array {key!r}; it has {sorted(self.group.array_keys())}")
+        return self.group[key][...]
+
+    def keys(self) -> Iterator[str]:
+        return iter(sorted(self.group.array_keys()))
+
+    def verify(self) -> bool:
+        """Whether the arrays still match the checksum written with them."""
+        return content_sha256({k: self[k] for k in self.keys()}) == self.attrs.get("content_sha256")
+
+
+def open_dataset(path: str | os.PathLike) -> Dataset:
+    """Open a dataset written by :func:`build`; a one-line error if it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no dataset at {path}; build one with `polar4d simulate --profile smoke --out {path}`")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as error:  # zarr raises several types for non-zarr paths
+        raise ValueError(f"{path} is not a zarr dataset ({type(error).__name__}); pass a .zarr built by polar4d simulate") from None
+    missing = [k for k in ("patterns", "label", "thickness_nm", "position_A") if k not in group]
+    if missing or "q_sampling_mrad" not in group.attrs:
+        raise ValueError(f"{path} is not a polar4d dataset (missing {missing or ['q_sampling_mrad']}); rebuild it with polar4d simulate")
+    return Dataset(path, group)
+
+
+def describe(dataset: Dataset) -> str:
+    """A short human-readable summary (what ``polar4d info`` prints)."""
+    attrs = dataset.attrs
+    labels = dataset["label"]
+    thickness = dataset["thickness_nm"]
+    shape = dataset.group["patterns"].shape
+    counts = ", ".join(f"{conventions.CLASS_NAMES[k]} {int((labels == k).sum())}" for k in range(conventions.N_CLASSES))
+    lines = [
+        f"dataset        {dataset.path}",
+        f"profile        {attrs.get('profile')}",
+        f"patterns       {shape[0]} × {shape[1]} × {shape[2]} float32 at {attrs['q_sampling_mrad']} mrad/px "
+        f"(±{attrs['q_sampling_mrad'] * shape[1] / 2:.1f} mrad)",
+        f"probe          {attrs['energy_kev']} keV, {attrs['semiangle_mrad']} mrad semi-angle",
+        f"classes        {counts}",
+        f"thickness_nm   {', '.join(f'{t:.1f}' for t in np.unique(thickness))}",
+        f"arrays         {', '.join(dataset.keys())}",
+        f"versions       {', '.join(f'{k} {v}' for k, v in attrs.get('versions', {}).items())}",
+        f"content_sha256 {attrs.get('content_sha256')}",
+    ]
+    return "\n".join(lines)
