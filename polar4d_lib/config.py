@@ -9,6 +9,7 @@ with a YAML file (``POLAR4D_CONFIG``), per call, and as a context::
 
 from __future__ import annotations
 
+import builtins
 import os
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def _load_defaults() -> dict[str, Any]:
 
 
 def _check_keys(new: dict[str, Any], known: dict[str, Any]) -> None:
-    unknown = sorted(set(new) - set(known))
+    unknown = sorted(builtins.set(new) - builtins.set(known))
     if unknown:
         raise KeyError(f"unknown config key(s) {unknown}; known keys are {sorted(known)}")
 

@@ -263,7 +263,11 @@ def _load_unit(path: Path) -> dict[str, np.ndarray]:
 
 
 def _simulate_unit(unit: Unit) -> dict[str, np.ndarray]:
-    return unit.simulate()
+    import dask
+
+    # One unit runs on one core; units run side by side (workers), which keeps numbers deterministic.
+    with dask.config.set(scheduler="synchronous"):
+        return unit.simulate()
 
 
 def _run(
@@ -275,7 +279,7 @@ def _run(
     if not todo:
         bar.close()
         return
-    if scheduler is None and num_workers <= 1:
+    if scheduler is None and (num_workers <= 1 or len(todo) == 1):
         for unit in todo:
             save(unit, _simulate_unit(unit))
             bar.update()
@@ -285,7 +289,7 @@ def _run(
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=num_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=min(num_workers, len(todo)), threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(scheduler or cluster)
     try:
         futures = {client.submit(_simulate_unit, unit, pure=False): unit for unit in todo}
@@ -316,7 +320,7 @@ def build(
     if out.suffix != ".zarr":
         raise ValueError(f"dataset path {out} should end in .zarr; e.g. --out data/{profile}.zarr")
     cache = Path(config.resolve("cache_dir", cache_dir))
-    num_workers = int(config.resolve("num_workers", num_workers))
+    num_workers = int(config.resolve("num_workers", num_workers) or os.cpu_count() or 1)
     scheduler = config.resolve("scheduler", scheduler)
     units = spec.units()
     todo = [u for u in units if not _cache_path(u, cache).exists()]

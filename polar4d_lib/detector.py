@@ -148,3 +148,20 @@ def resample(
     wx = overlap_matrix(nx_in, s_in, cx_in, nx_out, s_out, cx_out).astype(dtype)
     wy = overlap_matrix(ny_in, s_in, cy_in, ny_out, s_out, cy_out).astype(dtype)
     return np.ascontiguousarray((wx @ p.astype(dtype, copy=False)) @ wy.T)
+
+
+def center_of_mass_mrad(patterns: np.ndarray, sampling_mrad: float, center_px: Center | None = None) -> np.ndarray:
+    """Centre of mass of pattern(s) (..., Qx, Qy) in mrad from the zero angle (default pixel n//2):
+    an array (..., 2) of (θx, θy). It moves opposite to the projected electric field the probe sees."""
+    p = validate_patterns(patterns)
+    shape = check_shape(p.shape[-2:], "pattern shape")
+    center = check_center(center_px, shape, "center_px")
+    sampling = check_sampling(sampling_mrad, "sampling_mrad")
+    ax = (np.arange(shape[0]) - center[0]) * sampling
+    ay = (np.arange(shape[1]) - center[1]) * sampling
+    total = p.sum(axis=(-2, -1))
+    if np.any(total <= 0):
+        raise ValueError("a pattern has no positive intensity; its centre of mass is undefined")
+    cx = np.einsum("...ij,i->...", p, ax) / total
+    cy = np.einsum("...ij,j->...", p, ay) / total
+    return np.stack([cx, cy], axis=-1)

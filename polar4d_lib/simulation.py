@@ -6,8 +6,11 @@ Two engines give the same patterns (within ~1e-5 of the pattern maximum):
 - :class:`PrismSpecimen` builds the specimen's scattering matrix once (per phonon configuration) and
   then yields patterns for any probe positions and aberrations (defocus, astigmatism, Cs) at about a
   millisecond each — the cheap way to randomise probe-side nuisances.
-Mistilt is a property of the specimen here (:func:`structure.tilt_specimen`): the S-matrix cannot take a
-beam tilt in abTEM 1.0.11, so each tilt is its own specimen.
+Mistilt is a property of the specimen here (:func:`structure.tilt_specimen` shears the crystal so that
+its zone axis leans by (θx, θy) from the beam): the S-matrix cannot take a beam tilt in abTEM 1.0.11, so
+each tilt is its own specimen. Checked against abTEM's multislice with a beam tilt of −θ (the same relative
+geometry): 0.5 mrad on 8 nm KNN changes the cell-averaged pattern by 4.4 % (L1) and the two ways agree
+to 1.6 % (the shear moves atoms continuously, the tilted propagator slice by slice).
 
 Angles in mrad, lengths in Å, energies in keV, thicknesses in nm.
 """
@@ -181,7 +184,9 @@ def multislice_patterns(
         potential = build_potential(config, settings, probe.energy_kev, a_A, step)
         measurement = probe.probe().scan(potential, scan=scan, detectors=_detector(settings, probe))
         patterns = _record(measurement.compute(), settings.detector())
-        patterns = patterns.reshape((-1, len(positions_A)) + patterns.shape[-2:])[planes]
+        patterns = patterns.reshape((-1, len(positions_A)) + patterns.shape[-2:])
+        if len(potential.exit_planes) > 1:  # a single plane (the exit surface) has no plane axis
+            patterns = patterns[planes]
         total = patterns if total is None else total + patterns
     return total / len(configs)
 
@@ -236,7 +241,9 @@ class PrismSpecimen:
         for smatrix in self._smatrices:
             planes = []
             for plane in self._planes:
-                measurement = smatrix[plane].reduce(scan=scan, detectors=detector, ctf=probe.ctf())
+                # With one exit plane abTEM keeps no plane axis: the S-matrix is the exit surface.
+                plane_matrix = smatrix[plane] if smatrix.ensemble_shape else smatrix
+                measurement = plane_matrix.reduce(scan=scan, detectors=detector, ctf=probe.ctf())
                 planes.append(_record(measurement.compute(), self.settings.detector()))
             stack = np.stack(planes).reshape((len(planes), len(positions_A)) + planes[0].shape[-2:])
             total = stack if total is None else total + stack
@@ -254,3 +261,38 @@ def cell_grid_positions(a_A: float, n: int, origin_cell: tuple[int, int] = (0, 0
 def random_positions(n: int, extent_A: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """n probe positions (Å) drawn uniformly over the supercell."""
     return rng.random((n, 2)) * np.asarray(extent_A)[None, :]
+
+
+def region_grid_positions(origin_A: tuple[float, float], size_A: tuple[float, float], step_A: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """A raster over a rectangular region of a supercell (for defects and domains): positions
+    (Rx·Ry, 2) in Å, x-major (Rx runs along x), and the scan shape (Rx, Ry)."""
+    if not step_A > 0:
+        raise ValueError(f"scan step must be positive, got {step_A} Å")
+    nx, ny = (max(1, int(round(s / step_A))) for s in size_A)
+    gx, gy = np.meshgrid(origin_A[0] + np.arange(nx) * step_A, origin_A[1] + np.arange(ny) * step_A, indexing="ij")
+    return np.stack([gx.ravel(), gy.ravel()], -1), (nx, ny)
+
+
+def scan_4d(
+    atoms: ase.Atoms,
+    probe: ProbeSettings,
+    positions_A: np.ndarray,
+    scan_shape: tuple[int, int],
+    settings: SimulationSettings,
+    a_A: float,
+    thicknesses_nm: list[float],
+    engine: str = "multislice",
+    tilt_mrad: tuple[float, float] = (0.0, 0.0),
+    seed: int = 0,
+) -> np.ndarray:
+    """A 4D-STEM scan (T, Rx, Ry, Qx, Qy) of ``atoms`` over raster positions (from
+    :func:`region_grid_positions`) — multislice for large specimens scanned at few positions, or PRISM
+    (``engine="prism"``) when positions outnumber the plane waves of the S-matrix."""
+    if engine == "prism":
+        patterns = PrismSpecimen(atoms, settings, a_A, thicknesses_nm, probe.energy_kev, probe.semiangle_mrad,
+                                 tilt_mrad, seed).patterns(probe, positions_A)
+    elif engine == "multislice":
+        patterns = multislice_patterns(atoms, probe, positions_A, settings, a_A, thicknesses_nm, tilt_mrad, seed)
+    else:
+        raise ValueError(f"engine {engine!r} unknown; use 'multislice' or 'prism'")
+    return patterns.reshape((patterns.shape[0],) + tuple(scan_shape) + patterns.shape[-2:])

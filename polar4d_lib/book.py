@@ -1,0 +1,90 @@
+"""The book driver: simulate the profile's dataset if needed, execute each chapter notebook with
+papermill (a template per stage, like abTEM's benchmark notebooks), then build the Jupyter Book.
+
+Chapters are jupytext py:percent sources ``notebooks/NN_name.py``; executed copies go to
+``book/executed/NN_name.ipynb`` (what ``_toc.yml`` lists) and are re-executed only when their source,
+the dataset or the profile changed (a stamp records that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from polar4d_lib import config
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = ("01_simulation",)
+
+
+def dataset_path(profile: str) -> Path:
+    """Where a profile's simulated dataset lives."""
+    return Path(config.get("data_root")) / f"{profile}.zarr"
+
+
+def ensure_dataset(profile: str) -> Path:
+    """The profile's dataset, simulated (or resumed) first if it is missing."""
+    from polar4d_lib import datasets
+
+    path = dataset_path(profile)
+    if not path.exists():
+        datasets.build(datasets.spec_for_profile(profile), path, profile=profile)
+    return path
+
+
+def _stamp(source: Path, parameters: dict, inputs: list[Path]) -> str:
+    h = hashlib.sha256(source.read_bytes())
+    h.update(json.dumps(parameters, sort_keys=True).encode())
+    for path in inputs:
+        attrs = path / "zarr.json"
+        h.update(attrs.read_bytes() if attrs.exists() else str(path).encode())
+    return h.hexdigest()
+
+
+def execute_chapter(name: str, parameters: dict, inputs: list[Path], out_dir: Path, force: bool = False) -> Path:
+    """Execute ``notebooks/<name>.py`` with papermill into ``out_dir/<name>.ipynb`` unless up to date."""
+    import jupytext
+    import papermill
+
+    source = ROOT / "notebooks" / f"{name}.py"
+    if not source.exists():
+        raise FileNotFoundError(f"chapter source {source} is missing; restore it from git")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.ipynb"
+    stamp_file = out_dir / f".{name}.stamp"
+    stamp = _stamp(source, parameters, inputs)
+    if not force and target.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        print(f"{name}: up to date")
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / f"{name}.ipynb"
+        jupytext.write(jupytext.read(source), template)
+        executed = Path(tmp) / f"{name}.out.ipynb"
+        papermill.execute_notebook(
+            str(template), str(executed), parameters=parameters, cwd=str(Path.cwd()),
+            kernel_name="python3", progress_bar=config.get("progress_bar"),
+        )
+        os.replace(executed, target)
+    stamp_file.write_text(stamp)
+    return target
+
+
+def build_book() -> Path:
+    """Build the Jupyter Book (it renders the executed notebooks; it does not execute them)."""
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    subprocess.run([str(jupyter_book), "build", str(ROOT)], check=True, cwd=ROOT)
+    return ROOT / "_build" / "html" / "index.html"
+
+
+def run(profile: str, build_html: bool = True, force: bool = False) -> Path:
+    """Simulate → execute every chapter → build the book, for ``profile``. Returns the index page."""
+    data = ensure_dataset(profile)
+    out_dir = ROOT / "book" / "executed"
+    for name in CHAPTERS:
+        execute_chapter(name, {"profile": profile, "dataset_path": str(data.resolve())}, [data], out_dir, force)
+    return build_book() if build_html else out_dir
