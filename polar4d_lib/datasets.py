@@ -38,7 +38,7 @@ from polar4d_lib import config, conventions
 from polar4d_lib.simulation import PrismSpecimen, ProbeSettings, SimulationSettings, random_positions
 from polar4d_lib.structure import Displacements, knn_supercell
 
-SCHEMA = 1
+SCHEMA = 2  # 2: deterministic FFT planning (FFTW_ESTIMATE)
 PROFILES = ("smoke", "default", "robust", "paper")
 _PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 
@@ -234,8 +234,10 @@ def versions() -> dict[str, str]:
 
     import polar4d_lib
 
+    from polar4d_lib.simulation import FFT_PLANNING
+
     return {"polar4d": polar4d_lib.__version__, "abtem": abtem.__version__, "numpy": np.__version__,
-            "ase": ase.__version__}
+            "ase": ase.__version__, "fft": FFT_PLANNING}
 
 
 # --- cache -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Angles in mrad, lengths in Å, energies in keV, thicknesses in nm.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import abtem
@@ -27,7 +28,11 @@ import numpy as np
 from polar4d_lib import detector as detector_module
 from polar4d_lib.structure import THERMAL_SIGMAS_A, tilt_specimen
 
-abtem.config.set({"diagnostics.progress_bar": False})
+# FFTW_MEASURE (abTEM's default) times candidate FFT plans at run time and may pick a different one each
+# run, which changes the last bits of every pattern; FFTW_ESTIMATE plans deterministically, at the same
+# speed here, so the same seed gives the same patterns bit for bit.
+abtem.config.set({"diagnostics.progress_bar": False, "fftw.planning_effort": "FFTW_ESTIMATE"})
+FFT_PLANNING = "FFTW_ESTIMATE"
 
 
 def wavelength_A(energy_kev: float) -> float:
@@ -106,19 +111,36 @@ def potential_sampling_A(a_A: float, energy_kev: float, max_angle_mrad: float) -
     return a_A / math.ceil(a_A / dx_max)
 
 
-def exit_planes_for(thicknesses_nm: list[float], a_A: float, slices_per_cell: int) -> tuple[int, list[int], list[float]]:
+def exit_planes_for(
+    thicknesses_nm: list[float], a_A: float, slices_per_cell: int, max_planes: int = 24
+) -> tuple[int, list[int], list[float]]:
     """Exit planes for a thickness series from one multislice run.
 
-    The thinnest thickness is rounded to whole cells (s cells); every thickness is then rounded to a
-    multiple of s, so one run with an exit plane every s cells writes them all. Returns (slices between
-    exit planes, index of each thickness among the planes — 0 is the entrance surface — and the exact
-    thicknesses in nm, ascending, duplicates merged). The specimen must be the thickest one.
+    Each thickness is rounded to whole cells; exit planes are written every g cells, g the greatest
+    common divisor of the cell counts, so every thickness is exact to a cell. If that needs more than
+    ``max_planes`` planes (each plane is a full copy of the S-matrix), the thicknesses are instead rounded
+    to multiples of the thinnest one, with a warning. Returns (slices between exit planes, index of each
+    thickness among the planes — 0 is the entrance surface — and the thicknesses in nm, ascending).
+    The specimen must be the thickest one.
     """
     if len(thicknesses_nm) == 0 or min(thicknesses_nm) <= 0:
         raise ValueError(f"thicknesses must be positive and at least one, got {list(thicknesses_nm)} nm")
-    step = max(1, int(round(min(thicknesses_nm) * 10.0 / a_A)))
-    planes = sorted({max(1, int(round(t * 10.0 / a_A / step))) for t in thicknesses_nm})
-    return step * slices_per_cell, planes, [p * step * a_A / 10.0 for p in planes]
+    cells = sorted({max(1, int(round(t * 10.0 / a_A))) for t in thicknesses_nm})
+    step = math.gcd(*cells)
+    if cells[-1] // step > max_planes:
+        step = cells[0]
+        rounded = sorted({max(1, int(round(c / step))) * step for c in cells})
+        moved = max(abs(r - c) for r, c in zip(sorted(max(1, int(round(c / step))) * step for c in cells), cells))
+        if moved > 1:  # more than the one cell that rounding a thickness always allows
+            warnings.warn(
+            f"thicknesses {list(thicknesses_nm)} nm need more than {max_planes} exit planes; rounded to multiples "
+                f"of {step * a_A / 10:.2f} nm: {[round(c * a_A / 10, 2) for c in rounded]} nm. Give an even series to avoid this.",
+                stacklevel=2,
+            )
+        cells = rounded
+    if len(cells) < len({round(t, 6) for t in thicknesses_nm}):
+        warnings.warn(f"thicknesses {list(thicknesses_nm)} nm fall on fewer whole cells: {cells} cells", stacklevel=2)
+    return step * slices_per_cell, [c // step for c in cells], [c * a_A / 10.0 for c in cells]
 
 
 def build_potential(

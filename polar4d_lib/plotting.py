@@ -1,0 +1,575 @@
+"""Figures of the book: diffraction patterns, structures, centre-of-mass maps, dataset summaries.
+
+Every function takes arrays plus their calibration and returns a :class:`matplotlib.figure.Figure`
+(made without pyplot, so nothing is shown or kept open unless the caller displays it). The frame is
+the project's (``shared/CONVENTIONS.md``): patterns are ``(Qx, Qy)`` with zero angle at ``n // 2`` and
+are drawn as ``imshow(pattern.T, origin="lower")`` so that +θx points right and +θy up; real-space maps
+``(nx, ny)`` likewise. Axes carry units (mrad, Å, nm). Classes are coloured on a colour wheel — hue =
+the class angle k·45° from +x towards +y — and named from ``conventions.CLASS_NAMES``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+from ase.data import chemical_symbols, covalent_radii
+from ase.data.colors import jmol_colors
+from matplotlib.colors import LogNorm, Normalize, hsv_to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Rectangle
+from matplotlib.ticker import MaxNLocator
+
+from polar4d_lib import conventions
+
+PATTERN_CMAP = "magma"
+DIFFERENCE_CMAP = "RdBu_r"
+#: Panel position (row, column) of each class in a 3 × 3 "compass" layout: class k sits in the
+#: direction k·45° from the centre (RM right, MU top, LM left, MD bottom); the centre holds the wheel.
+COMPASS: dict[int, tuple[int, int]] = {0: (1, 2), 1: (0, 2), 2: (0, 1), 3: (0, 0), 4: (1, 0), 5: (2, 0),
+                                       6: (2, 1), 7: (2, 2)}
+THETA_X, THETA_Y = "θx (mrad)", "θy (mrad)"
+#: Element colours that differ from Jmol's (K and Na are both purple there).
+ELEMENT_COLORS: dict[int, tuple[float, float, float]] = {11: (0.95, 0.6, 0.15)}
+
+
+# --- colours -----------------------------------------------------------------------------------
+
+def direction_hue(angle_deg: np.ndarray | float) -> np.ndarray:
+    """Hue in [0, 1) of an in-plane direction (degrees from +x towards +y): the colour wheel."""
+    return np.mod(np.asarray(angle_deg, dtype=float), 360.0) / 360.0
+
+
+def class_color(k: int) -> np.ndarray:
+    """RGB colour of class ``k`` on the colour wheel (hue = k·45°)."""
+    return hsv_to_rgb([float(direction_hue(conventions.CLASS_ANGLES_DEG[int(k) % conventions.N_CLASSES])), 0.85, 0.85])
+
+
+def class_colors() -> list[np.ndarray]:
+    """RGB colours of the 8 classes, in class order."""
+    return [class_color(k) for k in range(conventions.N_CLASSES)]
+
+
+def vector_colors(vectors: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """RGB (..., 3) of 2-vectors (..., 2): hue = direction (colour wheel), brightness = length / ``vmax``
+    (default: the largest length), the usual DPC / centre-of-mass colouring."""
+    v = np.asarray(vectors, dtype=float)
+    length = np.hypot(v[..., 0], v[..., 1])
+    vmax = float(length.max()) if vmax is None else float(vmax)
+    value = np.clip(length / vmax, 0.0, 1.0) if vmax > 0 else np.zeros_like(length)
+    hue = direction_hue(np.degrees(np.arctan2(v[..., 1], v[..., 0])))
+    return hsv_to_rgb(np.stack([hue, np.ones_like(hue), value], -1))
+
+
+def draw_color_wheel(ax, class_labels: bool = True, title: str | None = None) -> None:
+    """A colour wheel (hue = direction from +x towards +y, brightness = magnitude) with the class names
+    at their angles; drawn in ``ax`` with x right and y up."""
+    n = 201
+    u = np.linspace(-1.0, 1.0, n)
+    ux, uy = np.meshgrid(u, u, indexing="ij")
+    rgb = vector_colors(np.stack([ux, uy], -1), vmax=1.0)
+    outside = np.hypot(ux, uy) > 1.0
+    rgba = np.concatenate([rgb, (~outside)[..., None].astype(float)], -1)
+    ax.imshow(np.transpose(rgba, (1, 0, 2)), origin="lower", extent=(-1, 1, -1, 1))
+    if class_labels:
+        for k, name in enumerate(conventions.CLASS_NAMES):
+            angle = np.radians(conventions.CLASS_ANGLES_DEG[k])
+            ax.text(1.3 * np.cos(angle), 1.3 * np.sin(angle), name, ha="center", va="center", fontsize=8,
+                    color=class_color(k), fontweight="bold")
+    ax.set_xlim(-1.6, 1.6)
+    ax.set_ylim(-1.6, 1.6)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def element_color(z: int) -> np.ndarray:
+    """RGB colour of element ``z``: Jmol's, except Na, drawn orange so that it stands apart from K."""
+    return np.asarray(ELEMENT_COLORS.get(int(z), jmol_colors[int(z)]), dtype=float)
+
+
+# --- patterns ----------------------------------------------------------------------------------
+
+def pattern_extent_mrad(shape: tuple[int, int], sampling_mrad: float,
+                        center_px: tuple[float, float] | None = None) -> tuple[float, float, float, float]:
+    """imshow extent (left, right, bottom, top) in mrad of a (Qx, Qy) pattern drawn as ``pattern.T``
+    with ``origin="lower"``: pixel edges, zero angle at ``center_px`` (default n//2)."""
+    cx, cy = (shape[0] // 2, shape[1] // 2) if center_px is None else center_px
+    return ((-cx - 0.5) * sampling_mrad, (shape[0] - cx - 0.5) * sampling_mrad,
+            (-cy - 0.5) * sampling_mrad, (shape[1] - cy - 0.5) * sampling_mrad)
+
+
+def _cmap(name: str):
+    cmap = matplotlib.colormaps[name]
+    return cmap.with_extremes(bad=cmap(0.0), under=cmap(0.0))
+
+
+def show_pattern(ax, pattern: np.ndarray, sampling_mrad: float, *, log: bool = True, vmin: float | None = None,
+                 vmax: float | None = None, log_floor: float = 1e-4, cmap: str = PATTERN_CMAP,
+                 center_px: tuple[float, float] | None = None, crosshair: bool = True, label_x: bool = True,
+                 label_y: bool = True):
+    """Draw one pattern (Qx, Qy) as ``imshow(pattern.T, origin="lower")`` on calibrated axes (mrad).
+
+    ``log``: logarithmic colour scale from ``vmin`` (default ``log_floor`` × ``vmax``) to ``vmax``
+    (default the pattern's maximum; for integer counts ``vmin`` defaults to half a count); zero and
+    negative pixels get the lowest colour. ``crosshair``
+    marks θx = 0 and θy = 0. Returns the AxesImage (for a colour bar)."""
+    p = np.asarray(pattern, dtype=float)
+    if p.ndim != 2:
+        raise ValueError(f"show_pattern needs one pattern (Qx, Qy), got shape {p.shape}")
+    vmax = float(np.nanmax(p)) if vmax is None else float(vmax)
+    if log:
+        vmax = vmax if vmax > 0 else 1.0
+        if vmin is None:
+            # counted electrons (integer values): start the scale at half a count; else at log_floor × vmax
+            counts = vmax >= 1 and np.array_equal(p, np.round(p))
+            vmin = 0.5 if counts else vmax * log_floor
+        norm = LogNorm(vmin=vmin, vmax=vmax, clip=False)
+    else:
+        norm = Normalize(vmin=float(np.nanmin(p)) if vmin is None else vmin, vmax=vmax)
+    image = ax.imshow(p.T, origin="lower", extent=pattern_extent_mrad(p.shape, sampling_mrad, center_px),
+                      cmap=_cmap(cmap), norm=norm, interpolation="nearest")
+    if crosshair:
+        ax.axhline(0.0, color="w", lw=0.4, ls=":", alpha=0.6)
+        ax.axvline(0.0, color="w", lw=0.4, ls=":", alpha=0.6)
+    if label_x:
+        ax.set_xlabel(THETA_X)
+    if label_y:
+        ax.set_ylabel(THETA_Y)
+    return image
+
+
+def show_difference(ax, difference: np.ndarray, sampling_mrad: float, *, vmax: float | None = None,
+                    cmap: str = DIFFERENCE_CMAP, crosshair: bool = True, label_x: bool = True, label_y: bool = True):
+    """Draw a signed map (Qx, Qy) (e.g. a Friedel difference) on a symmetric diverging scale ±``vmax``."""
+    d = np.asarray(difference, dtype=float)
+    vmax = float(np.abs(d).max()) if vmax is None else float(vmax)
+    vmax = vmax if vmax > 0 else 1.0
+    image = ax.imshow(d.T, origin="lower", extent=pattern_extent_mrad(d.shape, sampling_mrad), cmap=cmap,
+                      vmin=-vmax, vmax=vmax, interpolation="nearest")
+    if crosshair:
+        ax.axhline(0.0, color="k", lw=0.4, ls=":", alpha=0.5)
+        ax.axvline(0.0, color="k", lw=0.4, ls=":", alpha=0.5)
+    if label_x:
+        ax.set_xlabel(THETA_X)
+    if label_y:
+        ax.set_ylabel(THETA_Y)
+    return image
+
+
+def friedel_difference(patterns: np.ndarray) -> np.ndarray:
+    """I(θ) − I(−θ) of centred pattern(s) (..., Qx, Qy): each minus its 180° rotation about the zero
+    angle (``conventions.mirror_x_pattern(conventions.mirror_y_pattern(p))``). Zero where Friedel's
+    law holds."""
+    p = np.asarray(patterns)
+    return p - conventions.mirror_x_pattern(conventions.mirror_y_pattern(p))
+
+
+def _samplings(sampling_mrad: float | Sequence[float], n: int) -> list[float]:
+    if np.ndim(sampling_mrad) == 0:
+        return [float(sampling_mrad)] * n
+    values = [float(s) for s in sampling_mrad]
+    if len(values) != n:
+        raise ValueError(f"got {len(values)} samplings for {n} patterns; give one, or one per pattern")
+    return values
+
+
+def pattern_grid(patterns: Sequence[np.ndarray] | np.ndarray, sampling_mrad: float | Sequence[float],
+                 titles: Sequence[str] | None = None, ncols: int = 4, *, log: bool = True, shared_scale: bool = True,
+                 log_floor: float = 1e-4, colorbar_label: str = "fraction of incident beam per pixel",
+                 title_colors: Sequence | None = None, suptitle: str | None = None, panel_size: float = 2.6,
+                 crosshair: bool = True, difference: bool = False) -> Figure:
+    """A grid of patterns (each (Qx, Qy), possibly of different shapes and samplings, one sampling per
+    pattern or one for all) on calibrated axes, log scale by default; one colour scale for all
+    (``shared_scale``) or one per panel, each with its colour bar. ``difference``: signed maps on a
+    symmetric diverging scale instead."""
+    patterns = [np.asarray(p, dtype=float) for p in patterns]
+    n = len(patterns)
+    samplings = _samplings(sampling_mrad, n)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(panel_size * ncols + (0.8 if shared_scale else 0.6 * ncols), panel_size * nrows + 0.4),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    if difference:
+        vmax = max(float(np.abs(p).max()) for p in patterns) if shared_scale else None
+    else:
+        vmax = max(float(np.nanmax(p)) for p in patterns) if shared_scale else None
+    image = None
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.axis("off")
+            continue
+        labels = dict(label_x=i // ncols == nrows - 1 or i + ncols >= n, label_y=i % ncols == 0)
+        if difference:
+            image = show_difference(ax, patterns[i], samplings[i], vmax=vmax, crosshair=crosshair, **labels)
+        else:
+            image = show_pattern(ax, patterns[i], samplings[i], log=log, vmax=vmax, log_floor=log_floor,
+                                 crosshair=crosshair, **labels)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9, **({} if title_colors is None else {"color": title_colors[i]}))
+        if not shared_scale:
+            fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar_label if i % ncols == ncols - 1 else None)
+    if shared_scale and image is not None:
+        fig.colorbar(image, ax=axes[:n].tolist(), shrink=0.8, label=colorbar_label)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def _compass_figure(panel_size: float) -> tuple[Figure, dict[int, object], object]:
+    fig = Figure(figsize=(3 * panel_size + 1.0, 3 * panel_size + 0.3), layout="constrained")
+    grid = fig.subplots(3, 3, squeeze=False)
+    axes = {k: grid[r][c] for k, (r, c) in COMPASS.items()}
+    return fig, axes, grid[1][1]
+
+
+def class_compass(patterns_by_class: np.ndarray, sampling_mrad: float, *, difference: bool = False,
+                  log: bool = True, log_floor: float = 1e-4, colorbar_label: str = "fraction of incident beam per pixel",
+                  suptitle: str | None = None, panel_size: float = 2.5) -> Figure:
+    """The 8 class patterns (8, Qx, Qy) arranged as a compass: class k sits in the direction k·45° from
+    the centre, which holds the class colour wheel. ``difference``: signed maps on a shared symmetric
+    diverging scale (e.g. Friedel differences) instead of a shared (log) intensity scale."""
+    p = np.asarray(patterns_by_class, dtype=float)
+    if p.shape[0] != conventions.N_CLASSES or p.ndim != 3:
+        raise ValueError(f"class_compass needs (8, Qx, Qy) patterns, got shape {p.shape}")
+    fig, axes, centre = _compass_figure(panel_size)
+    vmax = float(np.abs(p).max()) if difference else float(p.max())
+    for k, ax in axes.items():
+        row, col = COMPASS[k]
+        kwargs = dict(label_x=row == 2, label_y=col == 0)
+        if difference:
+            image = show_difference(ax, p[k], sampling_mrad, vmax=vmax, **kwargs)
+        else:
+            image = show_pattern(ax, p[k], sampling_mrad, log=log, vmax=vmax, log_floor=log_floor, **kwargs)
+        ax.set_title(f"{conventions.CLASS_NAMES[k]} ({conventions.CLASS_ANGLES_DEG[k]:.0f}°)", fontsize=9,
+                     color=class_color(k), fontweight="bold")
+    draw_color_wheel(centre, title="projected P")
+    fig.colorbar(image, ax=list(axes.values()), shrink=0.6, label=colorbar_label)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def position_grid_figure(patterns: np.ndarray, fractions: np.ndarray, sampling_mrad: float, *,
+                         log_floor: float = 1e-4, suptitle: str | None = None, panel_size: float = 2.0) -> Figure:
+    """Patterns (n, n, Qx, Qy) of probe positions on an n × n grid of fractional cell coordinates
+    ``fractions`` (n,), x-major (as ``simulation.cell_grid_positions`` reshaped to (n, n, 2)). Panel
+    (i, j) sits in column i and row j counted from the bottom, so the layout is the cell (x right, y up)."""
+    p = np.asarray(patterns, dtype=float)
+    n = p.shape[0]
+    if p.ndim != 4 or p.shape[1] != n:
+        raise ValueError(f"position_grid_figure needs (n, n, Qx, Qy) patterns, got shape {p.shape}")
+    fig = Figure(figsize=(panel_size * n + 1.2, panel_size * n + 0.4), layout="constrained")
+    grid = fig.subplots(n, n, squeeze=False)
+    vmax = float(p.max())
+    for i in range(n):
+        for j in range(n):
+            ax = grid[n - 1 - j][i]
+            image = show_pattern(ax, p[i, j], sampling_mrad, vmax=vmax, log_floor=log_floor,
+                                 label_x=j == 0, label_y=i == 0)
+            ax.set_title(f"x = {fractions[i]:.2f}a, y = {fractions[j]:.2f}a", fontsize=8)
+    fig.colorbar(image, ax=grid.ravel().tolist(), shrink=0.6, label="fraction of incident beam per pixel")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def thickness_series_figure(patterns: np.ndarray, thicknesses_nm: Sequence[float], sampling_mrad: float, *,
+                            log_floor: float = 1e-4, ncols: int = 6, suptitle: str | None = None,
+                            difference: bool = True, differences: np.ndarray | None = None,
+                            difference_title: str = "I(θ) − I(−θ)") -> Figure:
+    """Patterns (T, Qx, Qy) at each thickness (nm), shared log scale; with ``difference`` a second row
+    of signed maps on one diverging scale: ``differences`` (T, Qx, Qy) if given, else the patterns'
+    Friedel differences I(θ) − I(−θ)."""
+    p = np.asarray(patterns, dtype=float)
+    t = len(thicknesses_nm)
+    ncols = min(ncols, t)
+    blocks = int(np.ceil(t / ncols))
+    rows = blocks * (2 if difference else 1)
+    fig = Figure(figsize=(2.5 * ncols + 1.2, 2.5 * rows + 0.4), layout="constrained")
+    grid = fig.subplots(rows, ncols, squeeze=False)
+    d = friedel_difference(p) if differences is None else np.asarray(differences, dtype=float)
+    dmax = float(np.abs(d).max())
+    image = diff_image = None
+    for i in range(rows * ncols):
+        block, col = divmod(i, ncols)
+        if block >= blocks:
+            break
+        row = block * (2 if difference else 1)
+        if i >= t:
+            for r in range(row, rows if difference else row + 1):
+                grid[r][col].axis("off")
+            continue
+        ax = grid[row][col]
+        image = show_pattern(ax, p[i], sampling_mrad, vmax=float(p.max()), log_floor=log_floor,
+                             label_x=not difference, label_y=col == 0)
+        ax.set_title(f"t = {thicknesses_nm[i]:.1f} nm", fontsize=9)
+        if difference:
+            diff_image = show_difference(grid[row + 1][col], d[i], sampling_mrad, vmax=dmax, label_y=col == 0)
+            grid[row + 1][col].set_title(difference_title, fontsize=8)
+    fig.colorbar(image, ax=[grid[r][c] for r in range(0, rows, 2 if difference else 1) for c in range(ncols)],
+                 shrink=0.8, label="fraction of incident beam per pixel")
+    if difference:
+        fig.colorbar(diff_image, ax=[grid[r][c] for r in range(1, rows, 2) for c in range(ncols)], shrink=0.8,
+                     label="difference per pixel")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def disk_overlap_figure(semiangle_mrad: float, spacing_mrad: float, order: int = 1) -> Figure:
+    """The bright-field disk (radius = convergence semi-angle) and the diffracted disks of the
+    reflections (h, k) with |h|, |k| ≤ ``order``, centred at (h, k) × ``spacing_mrad`` (λ/a), on
+    calibrated axes (mrad): shows how much the disks overlap."""
+    fig = Figure(figsize=(4.8, 4.4), layout="constrained")
+    ax = fig.subplots()
+    hk = [(h, k) for h in range(-order, order + 1) for k in range(-order, order + 1)]
+    for h, k in hk:
+        centre = (h * spacing_mrad, k * spacing_mrad)
+        zero = h == 0 and k == 0
+        ax.add_patch(Circle(centre, semiangle_mrad, fill=zero, alpha=0.15 if zero else 0.9, lw=1.5 if zero else 0.8,
+                            ec="k" if zero else matplotlib.colormaps["viridis"](0.2 + 0.6 * (abs(h) + abs(k)) / (2 * order)),
+                            fc="0.6"))
+        ax.plot(*centre, "k.", ms=3)
+        ax.annotate(f"{h}{k}" if zero else f"{h:+d}{k:+d}", centre, fontsize=6, xytext=(2, 2), textcoords="offset points")
+    lim = semiangle_mrad + order * spacing_mrad + spacing_mrad
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.set_xlabel(THETA_X)
+    ax.set_ylabel(THETA_Y)
+    ax.set_title(f"disks of radius {semiangle_mrad:g} mrad, {spacing_mrad:.2f} mrad apart", fontsize=9)
+    return fig
+
+
+# --- structures --------------------------------------------------------------------------------
+
+def draw_projected_cell(ax, positions_A: np.ndarray, numbers: np.ndarray, a_A: float,
+                        polarization: np.ndarray | None = None, *, origin_A: tuple[float, float] = (0.0, 0.0),
+                        margin: float = 0.15, atom_scale: float = 0.35, arrow_color=None, label_axes: bool = True,
+                        legend: bool = False) -> None:
+    """One unit cell seen down the beam (x right, y up, Å): the atoms of ``positions_A`` (N × 3) with
+    atomic ``numbers`` wrapped into the cell at ``origin_A`` and repeated on its edges (periodic
+    images within ``margin`` × a), coloured by element (Jmol colours, sized by covalent radius, drawn
+    top-down so columns read as columns), and an arrow along the projected ``polarization`` (3-vector,
+    any length; its in-plane part is drawn with length ∝ its projection)."""
+    xy = np.mod(np.asarray(positions_A, dtype=float)[:, :2] - np.asarray(origin_A)[None, :], a_A)
+    numbers = np.asarray(numbers)
+    order = np.argsort(-covalent_radii[numbers])  # big atoms first, small on top
+    drawn = set()
+    for i in order:
+        for sx in (-1, 0, 1):
+            for sy in (-1, 0, 1):
+                x, y = xy[i, 0] + sx * a_A, xy[i, 1] + sy * a_A
+                if -margin * a_A <= x <= (1 + margin) * a_A and -margin * a_A <= y <= (1 + margin) * a_A:
+                    z = int(numbers[i])
+                    ax.add_patch(Circle((x, y), atom_scale * covalent_radii[z], fc=element_color(z), ec="k", lw=0.5,
+                                        label=None if z in drawn else chemical_symbols[z]))
+                    drawn.add(z)
+    ax.add_patch(Rectangle((0, 0), a_A, a_A, fill=False, ec="0.3", lw=0.8, ls="--"))
+    if polarization is not None:
+        p = np.asarray(polarization, dtype=float)
+        p = p / np.linalg.norm(p)
+        ax.annotate("", xy=(a_A / 2 + 0.4 * a_A * p[0], a_A / 2 + 0.4 * a_A * p[1]),
+                    xytext=(a_A / 2 - 0.2 * a_A * p[0], a_A / 2 - 0.2 * a_A * p[1]),
+                    arrowprops=dict(arrowstyle="-|>", lw=2.5, color="k" if arrow_color is None else arrow_color,
+                                    mutation_scale=18, alpha=0.8))
+    ax.set_xlim(-margin * a_A, (1 + margin) * a_A)
+    ax.set_ylim(-margin * a_A, (1 + margin) * a_A)
+    ax.set_aspect("equal")
+    if label_axes:
+        ax.set_xlabel("x (Å)")
+        ax.set_ylabel("y (Å)")
+    if legend:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+
+
+def structure_compass(cells: Sequence[tuple[np.ndarray, np.ndarray]], a_A: float, polarizations: np.ndarray,
+                      titles: Sequence[str] | None = None, suptitle: str | None = None, panel_size: float = 2.5) -> Figure:
+    """Eight projected unit cells, one per class (``cells[k]`` = (positions N × 3 Å, atomic numbers N)),
+    with their polarization arrows (``polarizations`` 8 × 3), arranged as a compass (class k in the
+    direction k·45° from the centre, which holds the element legend and the class wheel)."""
+    fig, axes, centre = _compass_figure(panel_size)
+    elements = set()
+    for k, ax in axes.items():
+        positions, numbers = cells[k]
+        elements.update(int(z) for z in np.unique(numbers))
+        row, col = COMPASS[k]
+        draw_projected_cell(ax, positions, numbers, a_A, polarizations[k], arrow_color=class_color(k) * 0.8,
+                            label_axes=False)
+        if row == 2:
+            ax.set_xlabel("x (Å)")
+        if col == 0:
+            ax.set_ylabel("y (Å)")
+        ax.set_title(titles[k] if titles is not None else conventions.CLASS_NAMES[k], fontsize=9,
+                     color=class_color(k), fontweight="bold")
+    draw_color_wheel(centre)
+    for i, z in enumerate(sorted(elements, key=lambda z: -covalent_radii[z])):
+        centre.add_patch(Circle((-1.45 + 0.95 * i, -1.5), 0.18, fc=element_color(z), ec="k", lw=0.5, clip_on=False))
+        centre.text(-1.2 + 0.95 * i, -1.5, chemical_symbols[z], va="center", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+# --- centre of mass ----------------------------------------------------------------------------
+
+def com_map_figure(coms: Sequence[np.ndarray], fractions: np.ndarray, a_A: float, titles: Sequence[str],
+                   atoms: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None,
+                   origin_A: tuple[float, float] = (0.0, 0.0), ncols: int = 2, shared_scale: bool = False,
+                   suptitle: str | None = None, panel_size: float = 3.4) -> Figure:
+    """Centre-of-mass maps over one unit cell: each ``coms[i]`` is (n, n, 2) in mrad at fractional
+    probe positions ``fractions`` (n,) along x and y (x-major). Colour = direction on the colour wheel,
+    brightness = magnitude; arrows = the vectors; optional atoms (positions N × 3 Å, numbers N) of the
+    cell at ``origin_A`` overlaid as rings. x right, y up, Å."""
+    coms = [np.asarray(c, dtype=float) for c in coms]
+    n = coms[0].shape[0]
+    fr = np.asarray(fractions, dtype=float)
+    step = (fr[1] - fr[0]) if n > 1 else 1.0
+    extent = ((fr[0] - step / 2) * a_A, (fr[-1] + step / 2) * a_A, (fr[0] - step / 2) * a_A, (fr[-1] + step / 2) * a_A)
+    lengths = [float(np.hypot(c[..., 0], c[..., 1]).max()) for c in coms]
+    ncols = min(ncols, len(coms))
+    nrows = int(np.ceil(len(coms) / ncols))
+    fig = Figure(figsize=(panel_size * ncols + 1.6, panel_size * nrows + 0.4), layout="constrained")
+    grid = fig.subplots(nrows, ncols + 1, squeeze=False, width_ratios=[1] * ncols + [0.45])
+    fx, fy = np.meshgrid(fr * a_A, fr * a_A, indexing="ij")
+    for i, ax in enumerate(grid[:, :ncols].ravel()):
+        if i >= len(coms):
+            ax.axis("off")
+            continue
+        vmax = max(lengths) if shared_scale else lengths[i]
+        ax.imshow(np.transpose(vector_colors(coms[i], vmax), (1, 0, 2)), origin="lower", extent=extent,
+                  interpolation="nearest")
+        ax.quiver(fx, fy, coms[i][..., 0], coms[i][..., 1], color="w", angles="xy", scale_units="xy",
+                  scale=vmax / (0.45 * step * a_A) if vmax > 0 else 1.0, width=0.012)
+        if atoms is not None and atoms[i] is not None:
+            positions, numbers = atoms[i]
+            xy = np.mod(np.asarray(positions)[:, :2] - np.asarray(origin_A)[None, :], a_A)
+            for (x, y), z in zip(xy, numbers):
+                for sx in (-1, 0, 1):
+                    for sy in (-1, 0, 1):
+                        xs, ys = x + sx * a_A, y + sy * a_A
+                        if extent[0] <= xs <= extent[1] and extent[2] <= ys <= extent[3]:
+                            ax.add_patch(Circle((xs, ys), 0.25 * covalent_radii[z], fill=False,
+                                                ec=element_color(z), lw=1.2))
+        ax.set_xlim(extent[:2])
+        ax.set_ylim(extent[2:])
+        ax.set_aspect("equal")
+        ax.set_xlabel("probe x (Å)")
+        ax.set_ylabel("probe y (Å)")
+        ax.set_title(f"{titles[i]}\n|CoM| ≤ {lengths[i]:.2f} mrad", fontsize=9)
+    for r in range(nrows):
+        draw_color_wheel(grid[r][ncols], class_labels=r == 0, title="CoM direction" if r == 0 else None)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def com_thickness_figure(mean_com_mrad: np.ndarray, thicknesses_nm: Sequence[float],
+                         quantity: str = "mean CoM") -> Figure:
+    """A position-averaged centre of mass (8, T, 2) mrad of each class versus thickness (nm): left,
+    its component along the class's own direction (k·45°); right, the vectors themselves, coloured by
+    class (x right, y up). ``quantity`` names it in the labels."""
+    c = np.asarray(mean_com_mrad, dtype=float)
+    angles = np.radians(conventions.CLASS_ANGLES_DEG)
+    unit = np.stack([np.cos(angles), np.sin(angles)], -1)  # (8, 2)
+    along = np.einsum("ktj,kj->kt", c, unit)
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2, width_ratios=[1.4, 1])
+    for k in range(conventions.N_CLASSES):
+        ax.plot(thicknesses_nm, along[k], "o-", color=class_color(k), label=conventions.CLASS_NAMES[k])
+        ax2.plot(c[k, :, 0], c[k, :, 1], "-", color=class_color(k), lw=0.8)
+        ax2.scatter(c[k, :, 0], c[k, :, 1], s=12 + 60 * np.arange(len(thicknesses_nm)) / max(1, len(thicknesses_nm) - 1),
+                    color=class_color(k))
+    ax.axhline(0.0, color="0.5", lw=0.6)
+    ax.set_xlabel("thickness (nm)")
+    ax.set_ylabel(f"{quantity} along the class direction (mrad)")
+    ax.legend(ncols=2, fontsize=8)
+    ax2.axhline(0.0, color="0.5", lw=0.6)
+    ax2.axvline(0.0, color="0.5", lw=0.6)
+    lim = 1.1 * float(np.abs(c).max()) if np.abs(c).max() > 0 else 1.0
+    ax2.set_xlim(-lim, lim)
+    ax2.set_ylim(-lim, lim)
+    ax2.set_aspect("equal")
+    ax2.set_xlabel(f"{quantity} θx (mrad)")
+    ax2.set_ylabel(f"{quantity} θy (mrad)")
+    ax2.set_title(f"{quantity} per class (marker size grows with thickness)", fontsize=9)
+    return fig
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+def class_means(patterns, labels: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Mean pattern of each class and the number of patterns in it: ``patterns`` (N, Qx, Qy) may be any
+    array-like that slices (a zarr array is read ``block`` patterns at a time); ``labels`` (N,).
+    Returns (8, Qx, Qy) means (NaN for an empty class) and (8,) counts."""
+    labels = np.asarray(labels)
+    shape = tuple(patterns.shape[1:])
+    sums = np.zeros((conventions.N_CLASSES,) + shape)
+    counts = np.bincount(labels.astype(int), minlength=conventions.N_CLASSES)[: conventions.N_CLASSES]
+    for start in range(0, len(labels), block):
+        chunk = np.asarray(patterns[start:start + block], dtype=float)
+        np.add.at(sums, labels[start:start + block].astype(int), chunk)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None, None]
+    return means, counts
+
+
+def class_thickness_counts_figure(labels: np.ndarray, thicknesses_nm: np.ndarray) -> Figure:
+    """Number of patterns per class (x) and thickness (y, nm), as an annotated table."""
+    labels = np.asarray(labels).astype(int)
+    values, index = np.unique(np.round(np.asarray(thicknesses_nm, dtype=float), 3), return_inverse=True)
+    table = np.zeros((conventions.N_CLASSES, len(values)), dtype=int)
+    np.add.at(table, (labels, index.ravel()), 1)
+    fig = Figure(figsize=(7.5, 1.2 + 0.45 * len(values)), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(table.T, origin="lower", cmap="Blues", aspect="auto",
+                      extent=(-0.5, conventions.N_CLASSES - 0.5, -0.5, len(values) - 0.5))
+    for k in range(conventions.N_CLASSES):
+        for t in range(len(values)):
+            ax.text(k, t, str(table[k, t]), ha="center", va="center", fontsize=8,
+                    color="w" if table[k, t] > table.max() / 2 else "k")
+    ax.set_xticks(range(conventions.N_CLASSES), conventions.CLASS_NAMES)
+    for tick, k in zip(ax.get_xticklabels(), range(conventions.N_CLASSES)):
+        tick.set_color(class_color(k))
+    ax.set_yticks(range(len(values)), [f"{v:.1f}" for v in values])
+    ax.set_xlabel("class")
+    ax.set_ylabel("thickness (nm)")
+    fig.colorbar(image, ax=ax, label="patterns")
+    return fig
+
+
+def probe_draws_figure(defocus_nm: np.ndarray, astigmatism_nm: np.ndarray, astigmatism_angle_deg: np.ndarray,
+                       keys: np.ndarray | None = None, bins: int = 20) -> Figure:
+    """The random probe settings of a dataset: histograms of defocus (nm) and twofold-astigmatism
+    magnitude (nm), and the astigmatism as a vector (|C12| cos 2φ, |C12| sin 2φ) (nm). With ``keys``
+    (N × k, e.g. unit and probe setting per pattern) each distinct draw counts once, not once per
+    pattern."""
+    d, a, phi = (np.asarray(x, dtype=float) for x in (defocus_nm, astigmatism_nm, astigmatism_angle_deg))
+    if keys is not None:
+        _, first = np.unique(np.asarray(keys).reshape(len(d), -1), axis=0, return_index=True)
+        d, a, phi = d[first], a[first], phi[first]
+    fig = Figure(figsize=(11, 3.4), layout="constrained")
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    ax1.hist(d, bins=bins, color="0.4")
+    ax1.set_xlabel("defocus (nm)")
+    ax1.set_ylabel("probe settings")
+    ax1.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.hist(a, bins=bins, color="0.4")
+    ax2.set_xlabel("twofold astigmatism |C12| (nm)")
+    ax2.set_ylabel("probe settings")
+    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
+    two_phi = np.radians(2 * phi)
+    ax3.scatter(a * np.cos(two_phi), a * np.sin(two_phi), c=d, cmap="coolwarm", s=14)
+    lim = 1.1 * float(a.max()) if a.size and a.max() > 0 else 1.0
+    ax3.set_xlim(-lim, lim)
+    ax3.set_ylim(-lim, lim)
+    ax3.set_aspect("equal")
+    ax3.set_xlabel("|C12| cos 2φ (nm)")
+    ax3.set_ylabel("|C12| sin 2φ (nm)")
+    fig.colorbar(ax3.collections[0], ax=ax3, label="defocus (nm)")
+    fig.suptitle(f"{len(d)} distinct probe settings")
+    return fig
