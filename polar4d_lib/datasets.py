@@ -38,7 +38,7 @@ from polar4d_lib import config, conventions
 from polar4d_lib.simulation import PrismSpecimen, ProbeSettings, SimulationSettings, random_positions
 from polar4d_lib.structure import Displacements, knn_supercell
 
-SCHEMA = 2  # 2: deterministic FFT planning (FFTW_ESTIMATE)
+SCHEMA = 3  # 2: deterministic FFT planning (FFTW_ESTIMATE); 3: potential grid in whole pixels per cell
 PROFILES = ("smoke", "default", "robust", "paper")
 _PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 

@@ -146,12 +146,18 @@ def exit_planes_for(
 def build_potential(
     atoms: ase.Atoms, settings: SimulationSettings, energy_kev: float, a_A: float, exit_step_slices: int | None = None
 ) -> abtem.Potential:
-    """The electrostatic potential of ``atoms``, sliced a/slices_per_cell thick, sampled by
-    :func:`potential_sampling_A`, with exit planes every ``exit_step_slices`` slices."""
+    """The electrostatic potential of ``atoms``, sliced a/slices_per_cell thick, with exit planes every
+    ``exit_step_slices`` slices. The grid is given in whole pixels per cell (:func:`potential_sampling_A`),
+    never as a sampling: abTEM rounds extent/sampling up, and a float error of 1e-15 would add a pixel
+    and break the symmetry of the sampled crystal. Slices likewise are given one by one."""
+    per_cell = int(round(a_A / potential_sampling_A(a_A, energy_kev, settings.max_angle_mrad)))
+    cells = np.round(np.asarray(atoms.cell.lengths()) / a_A).astype(int)
+    n_slices = int(cells[2] * settings.slices_per_cell)
     return abtem.Potential(
         atoms,
-        sampling=potential_sampling_A(a_A, energy_kev, settings.max_angle_mrad),
-        slice_thickness=a_A / settings.slices_per_cell,
+        gpts=(int(cells[0] * per_cell), int(cells[1] * per_cell)),
+        # Explicit slices: dividing the depth by a float thickness can leave a sliver of a slice.
+        slice_thickness=(float(atoms.cell.lengths()[2]) / n_slices,) * n_slices,
         parametrization=settings.parametrization,
         projection="infinite",
         exit_planes=exit_step_slices,
