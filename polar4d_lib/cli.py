@@ -26,7 +26,10 @@ def _parse_sets(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set {item!r} is not key=value; e.g. --set probe_settings=4")
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UsageError(f"--set {item!r}: {raw!r} is not a valid value; quote lists like --set 'variants=[0, 4]'") from None
         if key.startswith("config."):
             config_values[key.removeprefix("config.")] = value
         elif key in config.as_dict() and key != "seed":
@@ -69,9 +72,16 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split()[0]} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="polar4d", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="polar4d", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sim = sub.add_parser("simulate", help="simulate a dataset of KNN diffraction patterns (zarr)")
     sim.add_argument("--profile", choices=["smoke", "default", "robust", "paper"], default="default")

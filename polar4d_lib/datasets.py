@@ -100,9 +100,12 @@ class DatasetSpec:
             values["simulation"] = SimulationSettings(**sim)
         for key in ("variants", "thicknesses_nm", "disorder_seeds", "defocus_nm", "cs_um"):
             if key in values:
+                if not isinstance(values[key], (list, tuple)):
+                    raise ValueError(f"dataset parameter {key} must be a list, got {values[key]!r}")
                 values[key] = tuple(values[key])
         if "tilts_mrad" in values:
             values["tilts_mrad"] = tuple(tuple(float(x) for x in t) for t in values["tilts_mrad"])
+        _check_types(values)
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
@@ -127,6 +130,24 @@ class DatasetSpec:
         """The specimen units of the grid, in a fixed order."""
         grid = itertools.product(self.variants, self.disorder_seeds, self.tilts_mrad)
         return [Unit(self, i, v, s, tuple(t)) for i, (v, s, t) in enumerate(grid)]
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """One-line errors for values of the wrong type (e.g. ``--set probe_settings=abc``)."""
+    ints = ("lateral_cells", "probe_settings", "positions_per_setting", "seed")
+    floats = ("a_A", "k_fraction", "energy_kev", "semiangle_mrad", "astigmatism_max_nm")
+    for key in ints:
+        if key in values and (isinstance(values[key], bool) or not isinstance(values[key], (int, np.integer))):
+            raise ValueError(f"dataset parameter {key} must be an integer, got {values[key]!r}")
+    for key in floats:
+        if key in values and (isinstance(values[key], bool) or not isinstance(values[key], (int, float, np.number))):
+            raise ValueError(f"dataset parameter {key} must be a number, got {values[key]!r}")
+    for key in ("variants", "thicknesses_nm", "disorder_seeds", "defocus_nm", "cs_um"):
+        if key in values and not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values[key]):
+            raise ValueError(f"dataset parameter {key} must be a list of numbers, got {list(values[key])!r}")
+    for key in ("defocus_nm", "cs_um"):
+        if key in values and len(values[key]) != 2:
+            raise ValueError(f"dataset parameter {key} is a range [low, high], got {list(values[key])!r}")
 
 
 def load_profile(profile: str, stage: str = "simulate") -> dict[str, Any]:
@@ -328,6 +349,8 @@ def build(
     todo = [u for u in units if not _cache_path(u, cache).exists()]
     _run(todo, lambda unit, arrays: _save_unit(arrays, _cache_path(unit, cache)), num_workers, scheduler)
     parts = [_load_unit(_cache_path(u, cache)) for u in units]
+    for unit, part in zip(units, parts):  # a cached unit may come from another grid: renumber it
+        part["unit"] = np.full(len(part["unit"]), unit.index, dtype=ARRAYS["unit"])
     arrays = {key: np.concatenate([p[key] for p in parts]) for key in ARRAYS}
     attrs = {
         "schema": SCHEMA,
