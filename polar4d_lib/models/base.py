@@ -99,7 +99,7 @@ class PolarizationModel:
 
 def load_model(path: str | os.PathLike) -> PolarizationModel:
     """Load any polar4d model saved with ``save`` (no code is loaded from the file)."""
-    from polar4d_lib import models  # noqa: F401  (registers every model class)
+    import polar4d_lib.models  # noqa: F401  (registers every model class)
 
     path = Path(path)
     if not path.is_file():

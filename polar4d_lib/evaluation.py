@@ -1,0 +1,271 @@
+"""Splits, metrics and the paper's table — scored on un-augmented data only.
+
+Splits: :func:`random_split` (the paper's 80/10/10 over patterns, kept for comparison; neighbouring,
+nearly identical patterns land in train and test) and :func:`blocked_split` (the headline: whole groups —
+specimens, thicknesses or unit-cell tiles, see :func:`dataset_groups` — are held out). Metrics: accuracy,
+macro-F1, the 8 × 8 confusion matrix, mean angular error (degrees), the share of patterns predicted as the
+dataset's label and the majority class (the paper's per-dataset score). :func:`evaluate` is the only
+scoring path: it calls nothing but ``model.predict`` on the patterns as given, so no training-time
+augmentation can reach a score. :func:`aggregate` gives mean ± std over seeds and :func:`paper_table` the
+paper's layout (rows = test sets, columns = the ten variants + the physics baseline).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from polar4d_lib import conventions
+
+#: The paper's columns ({Conv, VGG, ResNet} × {Reg, Cls, Proto} + PCA) and the physics baseline, in order.
+PAPER_COLUMNS: tuple[str, ...] = tuple(
+    f"{enc}-{head}" for enc in ("Conv", "VGG", "ResNet") for head in ("Reg", "Cls", "Proto")
+) + ("PCA", "Physics")
+
+#: Metrics that :func:`aggregate` summarises as mean ± std over seeds.
+SCALAR_METRICS: tuple[str, ...] = (
+    "accuracy", "macro_f1", "mean_angular_error_deg", "share_correct", "majority_correct", "n",
+)
+
+_ENCODERS = {"cnn": "Conv", "conv": "Conv", "vgg": "VGG", "resnet": "ResNet"}
+_HEADS = {"reg": "Reg", "cls": "Cls", "proto": "Proto"}
+
+
+# --- splits -----------------------------------------------------------------------------------------
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    f = tuple(float(x) for x in fractions)
+    if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1.0) > 1e-9 or f[0] <= 0:
+        raise ValueError(f"fractions must be (train, val, test) ≥ 0 with train > 0 summing to 1, got {fractions!r}")
+    return f  # type: ignore[return-value]
+
+
+def random_split(n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                 seed: int = 888) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paper's split: a random permutation of ``n`` patterns cut into train/val/test index arrays
+    (sizes ``round(f·n)`` for val and test, the rest train; each sorted)."""
+    f = _check_fractions(fractions)
+    if int(n) < 1:
+        raise ValueError(f"n must be a positive number of patterns, got {n!r}")
+    order = np.random.default_rng(seed).permutation(int(n))
+    n_val, n_test = int(round(f[1] * n)), int(round(f[2] * n))
+    n_train = int(n) - n_val - n_test
+    parts = order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:]
+    return tuple(np.sort(p).astype(np.int64) for p in parts)  # type: ignore[return-value]
+
+
+def blocked_split(groups: np.ndarray, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                  seed: int = 888) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hold out whole groups: train/val/test index arrays such that no group value is in two parts.
+
+    ``groups`` (N,) is one label per pattern (e.g. from :func:`dataset_groups`). The distinct groups are
+    shuffled with ``seed`` and dealt, in that order, to test, then val, until each holds at least its
+    fraction of the patterns (one group at least when its fraction is positive; a further group that
+    would take the part past 1.5 × its share stops the dealing); the rest is train.
+    Needs at least as many groups as parts with a positive fraction.
+    """
+    f = _check_fractions(fractions)
+    g = np.asarray(groups)
+    if g.ndim != 1 or len(g) == 0:
+        raise ValueError(f"groups must be a non-empty 1-D array (one group per pattern), got shape {g.shape}")
+    values, inverse, counts = np.unique(g, return_inverse=True, return_counts=True)
+    wanted = [part for part in (2, 1) if f[part] > 0]
+    if len(values) < len(wanted) + 1:
+        raise ValueError(f"{len(values)} group(s) cannot fill {len(wanted) + 1} parts; group more finely "
+                         "(e.g. smaller tiles) or set a fraction to 0")
+    order = np.random.default_rng(seed).permutation(len(values))
+    part_of = np.zeros(len(values), dtype=np.int64)  # 0 train, 1 val, 2 test
+    n, i = len(g), 0
+    for j, part in enumerate(wanted):
+        held, reserve = 0, len(wanted) - j  # groups kept back: one per later part, train included
+        while i < len(order) - reserve and (held == 0 or held < f[part] * n):
+            if held > 0 and held + counts[order[i]] > f[part] * n * 1.5 + 0.5:
+                break  # the next group would overshoot by far: stop here
+            part_of[order[i]] = part
+            held += counts[order[i]]
+            i += 1
+    pattern_part = part_of[inverse]
+    return tuple(np.flatnonzero(pattern_part == p).astype(np.int64) for p in range(3))  # type: ignore[return-value]
+
+
+def tile_index(position_A: np.ndarray, a_A: float, tile_cells: int = 1) -> np.ndarray:
+    """Index of the square tile of ``tile_cells`` × ``tile_cells`` unit cells (edge ``a_A`` Å) holding
+    each probe position (N, 2) Å: ``floor(x / (a·tile_cells))`` and the same for y, combined into one int."""
+    pos = np.asarray(position_A, dtype=float)
+    if pos.ndim != 2 or pos.shape[1] != 2:
+        raise ValueError(f"position_A must have shape (N, 2) in Å, got {pos.shape}")
+    if not (a_A > 0 and int(tile_cells) >= 1):
+        raise ValueError(f"need a_A > 0 Å and tile_cells ≥ 1, got a_A={a_A!r}, tile_cells={tile_cells!r}")
+    t = np.floor(pos / (float(a_A) * int(tile_cells))).astype(np.int64)
+    t -= t.min(axis=0)
+    return t[:, 0] * (int(t[:, 1].max()) + 1) + t[:, 1]
+
+
+def dataset_groups(dataset: Any, by: str = "tile", tile_cells: int = 1) -> np.ndarray:
+    """Group labels of a dataset's patterns for :func:`blocked_split`.
+
+    ``by``: ``'unit'`` (one simulated specimen; needs several specimens per class to train on every
+    class), ``'thickness'`` (``thickness_nm``), or ``'tile'`` (the unit-cell tile of the probe position,
+    from ``position_A // (a · tile_cells)``, shared by every specimen: a held-out tile removes that region
+    of every specimen, so all classes stay in every part).
+    """
+    if by == "unit":
+        return np.asarray(dataset["unit"]).astype(np.int64)
+    if by == "thickness":
+        return np.unique(np.asarray(dataset["thickness_nm"]), return_inverse=True)[1].astype(np.int64)
+    if by == "tile":
+        return tile_index(dataset["position_A"], float(dataset.attrs["a_A"]), tile_cells)
+    raise ValueError(f"unknown grouping {by!r}; use 'unit', 'thickness' or 'tile'")
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+
+def _labels(values: Any, name: str) -> np.ndarray:
+    y = np.asarray(values)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D integer array of classes 0–7, got {y.dtype} {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= conventions.N_CLASSES):
+        raise ValueError(f"{name} holds classes outside 0–7; map names with conventions.class_index first")
+    return y.astype(np.int64)
+
+
+def angular_error_deg(y_true: np.ndarray, pred_angle_deg: np.ndarray) -> np.ndarray:
+    """Circular difference (degrees, 0–180) between predicted angles and the true classes' angles."""
+    true = conventions.CLASS_ANGLES_DEG[_labels(y_true, "y_true")]
+    diff = np.abs(np.asarray(pred_angle_deg, dtype=float) - true) % 360.0
+    return np.minimum(diff, 360.0 - diff)
+
+
+def _label_set(dataset_label: Any) -> list[int]:
+    if isinstance(dataset_label, (str, int, np.integer)):
+        return [conventions.class_index(dataset_label)]
+    return sorted({conventions.class_index(k) for k in dataset_label})
+
+
+def metrics(y_true: np.ndarray, y_pred: np.ndarray, dataset_label: Any = None,
+            pred_angle_deg: np.ndarray | None = None) -> dict[str, Any]:
+    """Scores of predicted classes against true ones.
+
+    ``dataset_label`` (a class, a name, or several, e.g. ``("RM", "RD")`` for a scan labelled "RM or RD")
+    is the label a test set carries as a whole; ``share_correct`` is the share of patterns predicted as
+    it (the paper's score; per-pattern accuracy when None) and ``majority_correct`` whether the most
+    frequent prediction is it. ``pred_angle_deg`` (continuous angles) replaces the predicted classes'
+    angles in the angular error. macro-F1 is sklearn's over the classes present in truth or prediction.
+    """
+    t, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
+    if len(t) != len(p) or len(t) == 0:
+        raise ValueError(f"y_true and y_pred must be equally long and non-empty, got {len(t)} and {len(p)}")
+    angles = conventions.CLASS_ANGLES_DEG[p] if pred_angle_deg is None else np.asarray(pred_angle_deg, float)
+    if angles.shape != t.shape:
+        raise ValueError(f"pred_angle_deg must have one angle per pattern, got shape {angles.shape}")
+    counts = np.bincount(p, minlength=conventions.N_CLASSES)
+    majority = int(np.argmax(counts))
+    accepted = _label_set(dataset_label) if dataset_label is not None else None
+    share = float(np.mean(np.isin(p, accepted))) if accepted is not None else float(accuracy_score(t, p))
+    majority_ok = majority in accepted if accepted is not None else majority == int(np.argmax(np.bincount(t)))
+    return {
+        "n": int(len(t)),
+        "accuracy": float(accuracy_score(t, p)),
+        "macro_f1": float(f1_score(t, p, average="macro", zero_division=0)),
+        "confusion": confusion_matrix(t, p, labels=np.arange(conventions.N_CLASSES)),
+        "mean_angular_error_deg": float(np.mean(angular_error_deg(t, angles))),
+        "share_correct": share,
+        "majority_class": majority,
+        "majority_correct": bool(majority_ok),
+    }
+
+
+def evaluate(model: Any, patterns: np.ndarray, labels: np.ndarray, sampling_mrad: float,
+             dataset_label: Any = None) -> dict[str, Any]:
+    """Score a fitted model on raw patterns (N, Qx, Qy) at ``sampling_mrad`` mrad/px.
+
+    The evaluation path: only ``model.predict`` is called (it replays the model's stored preprocessing,
+    never augmentation), then :func:`metrics`. Deterministic for a deterministic model.
+    """
+    y = _labels(labels, "labels")
+    if np.ndim(patterns) != 3 or len(patterns) != len(y):
+        raise ValueError(f"patterns must be (N, Qx, Qy) with one label each, got {np.shape(patterns)} "
+                         f"and {len(y)} labels")
+    pred = np.asarray(model.predict(patterns, sampling_mrad)).astype(np.int64)
+    return metrics(y, pred, dataset_label=dataset_label)
+
+
+def aggregate(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over seeds of per-seed :func:`metrics` dicts.
+
+    Scalar metrics (``SCALAR_METRICS``) become ``{"mean", "std", "n_seeds"}`` (std with ddof = 1, 0 for one
+    seed); ``confusion`` is summed over seeds; ``majority_class`` becomes the list of per-seed values.
+    """
+    if not results:
+        raise ValueError("aggregate needs at least one per-seed metrics dict")
+    out: dict[str, Any] = {}
+    for key in SCALAR_METRICS:
+        if all(key in r for r in results):
+            v = np.array([float(r[key]) for r in results])
+            out[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                        "n_seeds": len(v)}
+    if all("confusion" in r for r in results):
+        out["confusion"] = np.sum([np.asarray(r["confusion"]) for r in results], axis=0)
+    if all("majority_class" in r for r in results):
+        out["majority_class"] = [int(r["majority_class"]) for r in results]
+    return out
+
+
+# --- the paper's table ------------------------------------------------------------------------------
+
+def column_name(model_name: str) -> str:
+    """The paper-table column of a model name or kind: ``'resnet18-cls'`` → ``'ResNet-Cls'``,
+    ``'pca-knn'`` → ``'PCA'``, ``'physics'`` → ``'Physics'``; column names pass through."""
+    if model_name in PAPER_COLUMNS:
+        return model_name
+    name = model_name.strip().lower()
+    if name in ("pca", "pca-knn", "pca_knn"):
+        return "PCA"
+    if name == "physics":
+        return "Physics"
+    m = re.fullmatch(r"(cnn|conv|vgg|resnet)\d*[-_ ](reg|cls|proto)", name)
+    if m is None:
+        raise ValueError(f"model {model_name!r} has no paper-table column; use a kind like 'cnn-cls', "
+                         f"'pca-knn', 'physics' or one of {PAPER_COLUMNS}")
+    return f"{_ENCODERS[m.group(1)]}-{_HEADS[m.group(2)]}"
+
+
+def _summary(value: Any, metric: str) -> tuple[float, float]:
+    if isinstance(value, Mapping) and metric in value and isinstance(value[metric], Mapping):
+        return float(value[metric]["mean"]), float(value[metric]["std"])  # already aggregated
+    if isinstance(value, Mapping):
+        value = [value]  # one seed
+    agg = aggregate(list(value))
+    if metric not in agg:
+        raise ValueError(f"results have no metric {metric!r}; use one of {SCALAR_METRICS}")
+    return agg[metric]["mean"], agg[metric]["std"]
+
+
+def paper_table(results: Mapping[tuple[str, str], Any], metric: str = "share_correct",
+                percent: bool = True, decimals: int = 1) -> "pandas.DataFrame":  # noqa: F821
+    """The paper's table: rows = test sets (in first-seen order), columns = ``PAPER_COLUMNS``, cells
+    ``"mean ± std"`` of ``metric`` (in % when ``percent``), ``"–"`` where a model was not run.
+
+    ``results`` maps ``(test_set_name, model_name)`` to per-seed metric dicts (a list), one dict, or an
+    :func:`aggregate` output; model names are kinds or column names (see :func:`column_name`).
+    """
+    import pandas as pd
+
+    rows: list[str] = []
+    cells: dict[tuple[str, str], str] = {}
+    scale = 100.0 if percent else 1.0
+    for (test_set, model_name), value in results.items():
+        if test_set not in rows:
+            rows.append(test_set)
+        column = column_name(model_name)
+        if (test_set, column) in cells:
+            raise ValueError(f"two results for test set {test_set!r} and column {column}; give each model once")
+        mean, std = _summary(value, metric)
+        cells[(test_set, column)] = f"{mean * scale:.{decimals}f} ± {std * scale:.{decimals}f}"
+    table = pd.DataFrame([[cells.get((r, c), "–") for c in PAPER_COLUMNS] for r in rows],
+                         index=pd.Index(rows, name="test set"), columns=list(PAPER_COLUMNS))
+    return table
