@@ -53,7 +53,8 @@ class Displacements:
 @dataclass(frozen=True)
 class OxygenVacancy:
     """An oxygen vacancy in cell ``cell`` (i, j, k) on the O site bonded along ``axis``; its two Nb
-    neighbours relax away from the empty site by ``nb_relaxation_A`` (Å, negative = towards)."""
+    neighbours (one at the entrance surface, k = 0 with axis 'z') relax away from the empty site by
+    ``nb_relaxation_A`` (Å, negative = towards). Laterally the crystal is periodic, along z a slab."""
 
     cell: tuple[int, int, int]
     axis: str = "z"
@@ -211,7 +212,10 @@ def knn_supercell(
         # The two Nb neighbours: this cell's and the one across the vacancy, one cell down `axis`.
         step = np.array({"x": (-1, 0, 0), "y": (0, -1, 0), "z": (0, 0, -1)}[vacancy.axis])
         empty = positions[flat(i, j, k), site]
-        for neighbour in (flat(i, j, k), flat(*(np.array(vacancy.cell) + step))):
+        neighbours = [flat(i, j, k)]
+        if not (vacancy.axis == "z" and k == 0):  # a slab: the entrance surface has no Nb below it
+            neighbours.append(flat(*(np.array(vacancy.cell) + step)))
+        for neighbour in neighbours:
             bond = positions[neighbour, _SITE_B] - empty
             bond -= np.round(bond / (np.array([nx, ny, nz]) * a_A)) * np.array([nx, ny, nz]) * a_A
             positions[neighbour, _SITE_B] += vacancy.nb_relaxation_A * bond / np.linalg.norm(bond)
