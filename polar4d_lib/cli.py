@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import yaml
 
 from polar4d_lib import config
+
+
+#: The shipped default model (see data/MODEL_CARD.md once it exists).
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "default_model.pt"
 
 
 class UsageError(Exception):
@@ -62,6 +68,60 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from polar4d_lib import study
+
+    out = Path(args.out)
+    _, overrides = _parse_sets(args.set)
+    model, scores = study.train_and_evaluate(
+        args.model, args.data, args.profile, args.seed if args.seed is not None else config.get("seed"),
+        split_kind=args.split, overrides=overrides,
+        checkpoint_path=out.with_name(out.name + ".checkpoint") if args.model in _network_kinds() else None,
+    )
+    model.save(out)
+    print(f"{args.model} trained on {scores['n_train']} patterns ({scores['split']}); saved {out}")
+    print(f"test: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}, "
+          f"mean angular error {scores['mean_angular_error_deg']:.1f}°")
+    return 0
+
+
+def _network_kinds() -> tuple[str, ...]:
+    from polar4d_lib.models import NETWORK_KINDS
+
+    return NETWORK_KINDS
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from polar4d_lib import io
+    from polar4d_lib.models import load_model
+    from polar4d_lib.predict import predict_scan
+
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".h5"):
+        raise UsageError(f"--out {out.name} must end in .npz or .h5")
+    model_path = Path(args.model) if args.model else DEFAULT_MODEL
+    if not model_path.exists():
+        raise FileNotFoundError(
+            f"no model at {model_path}; pass --model PATH (train one with `polar4d train`)"
+        )
+    scan = io.read_scan(args.input, q_sampling_mrad=args.q_pixel_size_mrad, energy_kev=args.energy_kev,
+                        semiangle_mrad=args.semiangle_mrad, scan_rotation_deg=args.scan_rotation_deg)
+    prediction = predict_scan(load_model(model_path), scan, abstain_below=args.abstain_below)
+    io.write_predictions(out, prediction.class_map, prediction.probabilities, prediction.angle_deg,
+                         prediction.metadata)
+    png = out.with_suffix(".png")
+    from polar4d_lib import plotting
+
+    plotting.save_class_map(prediction.class_map, png, title=f"{Path(args.input).name}: {prediction.metadata['model_kind']}")
+    counts = np.bincount(prediction.class_map[prediction.class_map >= 0].ravel(), minlength=8)
+    from polar4d_lib.conventions import CLASS_NAMES
+
+    majority = CLASS_NAMES[int(counts.argmax())] if counts.sum() else "none"
+    print(f"wrote {out} and {png}: {scan.data.shape[0]}×{scan.data.shape[1]} positions, majority class {majority}, "
+          f"{int((prediction.class_map < 0).sum())} abstained")
+    return 0
+
+
 def _book(args: argparse.Namespace) -> int:
     from polar4d_lib import book
 
@@ -97,6 +157,30 @@ def parser() -> argparse.ArgumentParser:
     info.add_argument("path")
     info.add_argument("--verify", action="store_true", help="recompute the content checksum")
     info.set_defaults(func=_info)
+
+    tr = sub.add_parser("train", help="train a model on a simulated dataset and score it on held-out data")
+    tr.add_argument("--data", required=True, help="a dataset (.zarr) from polar4d simulate")
+    tr.add_argument("--model", required=True, metavar="KIND",
+                    choices=[f"{e}-{h}" for e in ("cnn", "resnet", "vgg") for h in ("cls", "reg", "proto")] + ["pca-knn", "physics"],
+                    help="{cnn,resnet,vgg}-{cls,reg,proto} | pca-knn | physics")
+    tr.add_argument("--profile", choices=["smoke", "default", "robust", "paper"], default="default")
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--split", choices=["blocked", "random"], default="blocked")
+    tr.add_argument("--out", required=True, help="model file (.pt for networks, .npz for pca-knn and physics)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a training setting (max_epochs=3, augmentation=true, ...)")
+    tr.set_defaults(func=_train)
+
+    pr = sub.add_parser("predict", help="map the polarization of a measured or simulated scan")
+    pr.add_argument("input", help="a 4D .npy (Rx, Ry, Qx, Qy) or any file py4DSTEM reads")
+    pr.add_argument("--out", required=True, help="output .npz or .h5 (a .png of the class map is written beside it)")
+    pr.add_argument("--model", default=None, help="model file (default: the shipped default model)")
+    pr.add_argument("--energy-kev", type=float, default=None)
+    pr.add_argument("--semiangle-mrad", type=float, default=None)
+    pr.add_argument("--q-pixel-size-mrad", type=float, default=None, help="detector sampling (mrad/px)")
+    pr.add_argument("--scan-rotation-deg", type=float, default=None)
+    pr.add_argument("--abstain-below", type=float, default=None, help="class −1 where the top probability is lower")
+    pr.set_defaults(func=_predict)
 
     bk = sub.add_parser("book", help="run the notebooks for a profile with papermill and build the book")
     bk.add_argument("--profile", choices=["smoke", "default", "robust", "paper"], default="default")

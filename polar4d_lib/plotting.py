@@ -573,3 +573,28 @@ def probe_draws_figure(defocus_nm: np.ndarray, astigmatism_nm: np.ndarray, astig
     fig.colorbar(ax3.collections[0], ax=ax3, label="defocus (nm)")
     fig.suptitle(f"{len(d)} distinct probe settings")
     return fig
+
+
+def class_map_figure(class_map: np.ndarray, title: str = "", scan_step_A: float | None = None) -> Figure:
+    """The predicted class of every probe position (Rx right, Ry up), coloured on the class colour
+    wheel, abstained positions (−1) grey, with the wheel as legend."""
+    class_map = np.asarray(class_map)
+    rgb = np.full(class_map.shape + (3,), 0.6)
+    for k in range(conventions.N_CLASSES):
+        rgb[class_map == k] = class_color(k)[:3]
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax, wheel = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    unit = "Å" if scan_step_A else "px"
+    step = scan_step_A or 1.0
+    ax.imshow(np.transpose(rgb, (1, 0, 2)), origin="lower", interpolation="nearest",
+              extent=(0, class_map.shape[0] * step, 0, class_map.shape[1] * step))
+    ax.set_xlabel(f"x ({unit})")
+    ax.set_ylabel(f"y ({unit})")
+    ax.set_title(title or "predicted polarization class")
+    draw_color_wheel(wheel, title="class (grey: abstained)")
+    return fig
+
+
+def save_class_map(class_map: np.ndarray, path, title: str = "", scan_step_A: float | None = None) -> None:
+    """Write :func:`class_map_figure` as a PNG."""
+    class_map_figure(class_map, title, scan_step_A).savefig(path, dpi=120)

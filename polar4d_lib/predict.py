@@ -1,0 +1,62 @@
+"""A whole scan in, polarization maps out.
+
+The model replays its own preprocessing (resampling from the scan's angular sampling to the model's,
+centring, crop, normalisation); this module undoes the scan rotation, runs the model over the scan and
+shapes the maps. ``scan_rotation_deg`` R is the rotation of the recorded patterns relative to the scan
+frame (the acquisition model's ``rotate_scan(patterns, R)``), so the patterns are rotated by −R first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from polar4d_lib import acquisition
+from polar4d_lib.io import Scan
+
+
+@dataclass
+class Prediction:
+    """Maps over the scan: ``class_map`` (int8 Rx×Ry, −1 = abstained), ``probabilities`` (float32
+    Rx×Ry×8), ``angle_deg`` (Rx×Ry, degrees from +x towards +y), and what produced them."""
+
+    class_map: np.ndarray
+    probabilities: np.ndarray
+    angle_deg: np.ndarray
+    metadata: dict[str, Any]
+
+
+def predict_scan(model: Any, scan: Scan, abstain_below: float | None = None) -> Prediction:
+    """Run ``model`` (a fitted PolarizationModel) over every pattern of ``scan``.
+
+    Patterns whose highest class probability is below ``abstain_below`` get class −1 (abstained):
+    not every probe position carries enough information to be classified.
+    """
+    sampling = scan.require_sampling()
+    if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
+        raise ValueError(f"--abstain-below must be a probability in [0, 1], got {abstain_below}")
+    rx, ry, qx, qy = scan.data.shape
+    patterns = scan.data.reshape(rx * ry, qx, qy)
+    if scan.scan_rotation_deg:
+        patterns = acquisition.rotate_scan(patterns, -scan.scan_rotation_deg)
+    proba = np.asarray(model.predict_proba(patterns, sampling), dtype=np.float32)
+    classes = np.asarray(model.predict(patterns, sampling), dtype=np.int8)
+    angle = np.asarray(model.predict_angle_deg(patterns, sampling), dtype=np.float32)
+    if abstain_below is not None:
+        classes = np.where(proba.max(axis=-1) < abstain_below, np.int8(-1), classes).astype(np.int8)
+    metadata = {
+        "model_kind": model.kind,
+        "model_metadata": model.metadata,
+        "preprocessor": model.preprocessor.to_dict(),
+        "input": scan.source,
+        "input_shape": list(scan.data.shape),
+        "q_sampling_mrad": sampling,
+        "energy_kev": scan.energy_kev,
+        "semiangle_mrad": scan.semiangle_mrad,
+        "scan_rotation_deg": scan.scan_rotation_deg,
+        "abstain_below": abstain_below,
+        "notes": scan.notes,
+    }
+    return Prediction(classes.reshape(rx, ry), proba.reshape(rx, ry, -1), angle.reshape(rx, ry), metadata)
