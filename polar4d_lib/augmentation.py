@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polar4d_lib import conventions
+from polar4d_lib import config, conventions
 from polar4d_lib._torchvision_compat import import_torchvision
 
 import_torchvision()
@@ -84,10 +84,7 @@ class AugmentationConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AugmentationConfig":
         """The config of ``to_dict``; a one-line error on unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown augmentation parameter(s) {unknown}; known: {sorted(known)}")
+        config.check_known_keys(d, {f.name for f in fields(cls)}, "augmentation parameter")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

@@ -32,10 +32,15 @@ def _load_defaults() -> dict[str, Any]:
     return values
 
 
-def _check_keys(new: dict[str, Any], known: dict[str, Any]) -> None:
+def check_known_keys(new: Any, known: Any, what: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` naming the keys of ``new`` that are not in ``known`` (one line, with the known ones)."""
     unknown = sorted(builtins.set(new) - builtins.set(known))
     if unknown:
-        raise KeyError(f"unknown config key(s) {unknown}; known keys are {sorted(known)}")
+        raise error(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+
+
+def _check_keys(new: dict[str, Any], known: dict[str, Any]) -> None:
+    check_known_keys(new, known, "config key", KeyError)
 
 
 _config: dict[str, Any] = _load_defaults()

@@ -86,10 +86,7 @@ class DatasetSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DatasetSpec":
         """A spec from plain values (YAML/JSON), nested ``displacements`` and ``simulation`` included."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise KeyError(f"unknown dataset parameter(s) {unknown}; known: {sorted(known)}")
+        config.check_known_keys(values, {f.name for f in dataclasses.fields(cls)}, "dataset parameter", KeyError)
         values = dict(values)
         if "displacements" in values and isinstance(values["displacements"], dict):
             values["displacements"] = Displacements(**values["displacements"])

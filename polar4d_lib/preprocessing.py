@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import detector
+from polar4d_lib import config, detector
 
 CENTER_METHODS = ("dataset", "pattern", "nominal")
 NORMALIZATIONS = ("minmax", "log", "total", "none")
@@ -305,10 +305,7 @@ class Preprocessor:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preprocessor":
         """The preprocessor of ``to_dict``; a one-line error on unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown preprocessing parameter(s) {unknown}; known: {sorted(known)}")
+        config.check_known_keys(d, {f.name for f in fields(cls)}, "preprocessing parameter")
         return cls(**d)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import conventions, evaluation, models
+from polar4d_lib import config, conventions, evaluation, models
 from polar4d_lib.augmentation import AugmentationConfig
 from polar4d_lib.datasets import Dataset, load_profile, open_dataset
 from polar4d_lib.preprocessing import Preprocessor, com_filter
@@ -41,10 +41,7 @@ class TrainSettings:
     @classmethod
     def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None) -> "TrainSettings":
         values = {**load_profile(profile, "train"), **(overrides or {})}
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise KeyError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        config.check_known_keys(values, cls.__dataclass_fields__, "training setting", KeyError)
         if "seeds" in values:
             values["seeds"] = tuple(int(s) for s in values["seeds"])
         return cls(**values)
