@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from polar4d_lib import detector
-from polar4d_lib.detector import validate_patterns
+from polar4d_lib.detector import check_pair, validate_patterns
 
 Seed = int | np.random.SeedSequence | None
 
@@ -30,16 +30,6 @@ def _nonnegative(value: float, name: str, unit: str) -> float:
     if not math.isfinite(v) or v < 0:
         raise ValueError(f"{name} must be a finite number ≥ 0 ({unit}), got {value!r}")
     return v
-
-
-def _pair(value: tuple[float, float], name: str) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair (along Qx, along Qy) of finite numbers, got {value!r}") from None
-    if not (math.isfinite(a) and math.isfinite(b)):
-        raise ValueError(f"{name} must be a pair of finite numbers, got {value!r}")
-    return a, b
 
 
 def apply_dose(patterns: np.ndarray, dose_e_per_pattern: float, seed: Seed = 0) -> np.ndarray:
@@ -98,7 +88,7 @@ def shift_center(patterns: np.ndarray, shift_px: tuple[float, float]) -> np.ndar
     exactly ``shift_px``.
     """
     p = validate_patterns(patterns)
-    dx, dy = _pair(shift_px, "shift_px")
+    dx, dy = check_pair(shift_px, "shift_px")
     nx, ny = p.shape[-2:]
     out = detector.resample(p.astype(np.float64), 1.0, 1.0, (nx, ny),
                             center_out_px=(nx // 2 + dx, ny // 2 + dy))
@@ -113,7 +103,7 @@ def resample_detector(patterns: np.ndarray, sampling_in_mrad: float, sampling_ou
     Thin wrapper over ``detector.resample``; float32 out."""
     p = validate_patterns(patterns)
     shape = detector.check_shape(shape_out, "shape_out")
-    dx, dy = _pair(center_offset_px, "center_offset_px")
+    dx, dy = check_pair(center_offset_px, "center_offset_px")
     out = detector.resample(p.astype(np.float64), sampling_in_mrad, sampling_out_mrad, shape,
                             center_out_px=(shape[0] // 2 + dx, shape[1] // 2 + dy))
     return out.astype(np.float32)
@@ -186,7 +176,7 @@ class Acquisition:
         _nonnegative(self.psf_sigma_px, "psf_sigma_px", "px")
         _nonnegative(self.background_counts, "background_counts", "counts per pixel")
         _nonnegative(self.dark_noise_sigma, "dark_noise_sigma", "counts")
-        self.center_offset_px = _pair(self.center_offset_px, "center_offset_px")
+        self.center_offset_px = check_pair(self.center_offset_px, "center_offset_px")
         if self.sampling_out_mrad is not None:
             detector.check_sampling(self.sampling_out_mrad, "sampling_out_mrad")
         if self.shape_out is not None:

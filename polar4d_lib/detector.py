@@ -58,17 +58,22 @@ def check_shape(shape: tuple[int, int], name: str = "shape") -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
+def check_pair(value: tuple[float, float], name: str, what: str = "a pair (along Qx, along Qy)") -> tuple[float, float]:
+    """Two finite numbers, or a one-line ValueError naming ``name``."""
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {what} of finite numbers, got {value!r}") from None
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise ValueError(f"{name} must be {what} of finite numbers, got {value!r}")
+    return a, b
+
+
 def check_center(center: Center | None, shape: tuple[int, int], name: str) -> Center:
     """A zero-angle position (cx, cy) in px, ``(nQx // 2, nQy // 2)`` when None."""
     if center is None:
         return float(shape[0] // 2), float(shape[1] // 2)
-    try:
-        cx, cy = (float(c) for c in center)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair of pixel coordinates (cx, cy) or None, got {center!r}") from None
-    if not (math.isfinite(cx) and math.isfinite(cy)):
-        raise ValueError(f"{name} must be finite pixel coordinates, got {center!r}")
-    return cx, cy
+    return check_pair(center, name, "pixel coordinates (cx, cy) or None")
 
 
 @dataclass(frozen=True)

@@ -598,3 +598,126 @@ def class_map_figure(class_map: np.ndarray, title: str = "", scan_step_A: float 
 def save_class_map(class_map: np.ndarray, path, title: str = "", scan_step_A: float | None = None) -> None:
     """Write :func:`class_map_figure` as a PNG."""
     class_map_figure(class_map, title, scan_step_A).savefig(path, dpi=120)
+
+
+# --- the training chapter ------------------------------------------------------------------------
+
+def preprocessing_steps_figure(steps: Sequence[Sequence[np.ndarray]], samplings_mrad: Sequence[float],
+                               step_titles: Sequence[str], row_titles: Sequence[str] | None = None, *,
+                               log: Sequence[bool] | None = None, colorbar_labels: Sequence[str] | None = None,
+                               centers_mrad: Sequence[tuple[float, float]] | None = None,
+                               panel_size: float = 2.6) -> Figure:
+    """Patterns through the preprocessing chain: ``steps[j][i]`` is pattern ``i`` (Qx, Qy) after step ``j``
+    at ``samplings_mrad[j]`` mrad/px (columns = steps, rows = patterns), each panel on calibrated axes with
+    its own colour bar (log scale where ``log[j]``). ``centers_mrad[i]`` (θx, θy) marks the centre found
+    for pattern ``i`` with a cyan + on the first column."""
+    n_steps, n_rows = len(steps), len(steps[0])
+    if len(samplings_mrad) != n_steps or len(step_titles) != n_steps or any(len(s) != n_rows for s in steps):
+        raise ValueError("give one sampling and one title per step and the same number of patterns in every step")
+    log = [True] * n_steps if log is None else list(log)
+    fig = Figure(figsize=(panel_size * n_steps + 0.8 * n_steps, panel_size * n_rows + 0.5), layout="constrained")
+    axes = fig.subplots(n_rows, n_steps, squeeze=False)
+    for i in range(n_rows):
+        for j in range(n_steps):
+            ax = axes[i, j]
+            image = show_pattern(ax, steps[j][i], samplings_mrad[j], log=log[j], label_x=i == n_rows - 1,
+                                 label_y=j == 0)
+            fig.colorbar(image, ax=ax, shrink=0.8,
+                         label=None if colorbar_labels is None or i != n_rows - 1 else colorbar_labels[j])
+            if i == 0:
+                ax.set_title(step_titles[j], fontsize=9)
+            if j == 0 and row_titles is not None:
+                ax.set_ylabel(f"{row_titles[i]}\n{THETA_Y}")
+            if j == 0 and centers_mrad is not None:
+                ax.plot(*centers_mrad[i], "+", color="c", ms=12, mew=1.5)
+    return fig
+
+
+def learning_curves_figure(histories: dict[str, dict], title: str = "") -> Figure:
+    """Per-epoch loss (left; training solid, validation dashed) and validation accuracy (right) of each
+    model: ``histories`` maps a model name to a training history dict (``train_loss``, ``val_loss``,
+    ``val_acc``, ``best_epoch``, as in ``NeuralModel.metadata['history']``). The kept epoch is marked •."""
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    colors = matplotlib.colormaps["tab10"]
+    for i, (name, h) in enumerate(histories.items()):
+        epochs = np.arange(1, len(h["train_loss"]) + 1)
+        c = colors(i % 10)
+        ax_loss.plot(epochs, h["train_loss"], "-", color=c, label=name)
+        ax_loss.plot(epochs, h["val_loss"], "--", color=c)
+        ax_acc.plot(epochs, np.asarray(h["val_acc"]) * 100, "-", color=c, label=name)
+        best = int(h.get("best_epoch", 0))
+        if 1 <= best <= len(epochs):
+            ax_loss.plot(best, h["val_loss"][best - 1], "o", color=c, ms=5)
+            ax_acc.plot(best, 100 * h["val_acc"][best - 1], "o", color=c, ms=5)
+    ax_acc.axhline(100 / conventions.N_CLASSES, color="0.5", ls=":", lw=1, label="chance (1/8)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.set_ylabel("loss (solid: training, dashed: validation)")
+    ax_acc.set_ylabel("validation accuracy (%)")
+    ax_acc.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def confusion_figure(matrices: dict[str, np.ndarray], ncols: int = 3, panel_size: float = 3.3) -> Figure:
+    """Confusion matrices (8 × 8 counts, rows = true class, columns = predicted), one panel per entry of
+    ``matrices`` (title → matrix); colour = share of the true class's patterns, numbers = counts."""
+    n = len(matrices)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(panel_size * ncols + 0.8, panel_size * nrows + 0.3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    image = None
+    names = conventions.CLASS_NAMES
+    for ax, (title, matrix) in zip(axes, matrices.items()):
+        m = np.asarray(matrix, dtype=float)
+        share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for t in range(m.shape[0]):
+            for p in range(m.shape[1]):
+                if m[t, p] > 0:
+                    ax.text(p, t, f"{int(m[t, p])}", ha="center", va="center", fontsize=6,
+                            color="w" if share[t, p] > 0.5 else "k")
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=90)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+            for tick, k in zip(ticks, range(len(names))):
+                tick.set_color(class_color(k))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        ax.set_title(title, fontsize=9)
+    for ax in axes[n:]:
+        ax.axis("off")
+    if image is not None:
+        fig.colorbar(image, ax=axes[:n].tolist(), shrink=0.7, label="share of the true class")
+    return fig
+
+
+def embedding_figure(points: dict[str, np.ndarray], labels: np.ndarray, held_out: np.ndarray | None = None,
+                     axis_labels: dict[str, tuple[str, str]] | None = None, panel_size: float = 4.2) -> Figure:
+    """2-D embeddings (N, 2) of the same N patterns, one panel per entry of ``points`` (title → array),
+    coloured by class on the colour wheel; with ``held_out`` (N,) bool, held-out patterns are drawn as
+    hollow circles and the others filled."""
+    labels = np.asarray(labels).astype(int)
+    held = np.zeros(len(labels), dtype=bool) if held_out is None else np.asarray(held_out, dtype=bool)
+    fig = Figure(figsize=(panel_size * len(points) + 1.2, panel_size), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(points), squeeze=False)).ravel()
+    for ax, (title, xy) in zip(axes, points.items()):
+        xy = np.asarray(xy, dtype=float)
+        if xy.shape != (len(labels), 2):
+            raise ValueError(f"embedding {title!r} must have shape ({len(labels)}, 2), got {xy.shape}")
+        for k in range(conventions.N_CLASSES):
+            color = class_color(k)
+            sel = labels == k
+            ax.scatter(*xy[sel & ~held].T, s=14, color=color, label=conventions.CLASS_NAMES[k])
+            ax.scatter(*xy[sel & held].T, s=18, facecolors="none", edgecolors=color, lw=1)
+        x_label, y_label = (axis_labels or {}).get(title, ("component 1", "component 2"))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.set_title(title, fontsize=9)
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class (hollow: test)",
+                    title_fontsize=7)
+    return fig
