@@ -53,7 +53,8 @@ def main() -> None:
         # The worst case: every pattern with its own aberrations.
         m = args.multislice_patterns
         t0 = time.perf_counter()
-        prism_single = np.concatenate([prism.patterns(probe, pos[None]) for probe, pos in zip(probes[:m], positions[:m])], 1)
+        for probe, pos in zip(probes[:m], positions[:m]):
+            prism.patterns(probe, pos[None])
         t_single = time.perf_counter() - t0
         # Plain multislice: one probe setting scanned over the same positions (potential built once).
         t0 = time.perf_counter()
