@@ -634,31 +634,43 @@ def preprocessing_steps_figure(steps: Sequence[Sequence[np.ndarray]], samplings_
 
 
 def learning_curves_figure(histories: dict[str, dict], title: str = "") -> Figure:
-    """Per-epoch loss (left; training solid, validation dashed) and validation accuracy (right) of each
-    model: ``histories`` maps a model name to a training history dict (``train_loss``, ``val_loss``,
-    ``val_acc``, ``best_epoch``, as in ``NeuralModel.metadata['history']``). The kept epoch is marked •."""
-    fig = Figure(figsize=(11, 3.8), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    """Per-epoch loss and validation accuracy of each network: ``histories`` maps a kind such as
+    ``'cnn-cls'`` to a training history dict (``train_loss``, ``val_loss``, ``val_acc``, ``best_epoch``, as in
+    ``NeuralModel.metadata['history']``). One loss panel per head (the losses differ in kind and scale:
+    cross-entropy, squared error, KL divergence; training solid, validation dashed), then one panel of
+    validation accuracy (%) for all; the kept epoch is marked •. Colour = encoder, line style = head."""
+    heads = list(dict.fromkeys(name.split("-")[-1] for name in histories))
+    encoders = list(dict.fromkeys(name.split("-")[0] for name in histories))
+    fig = Figure(figsize=(3.6 * (len(heads) + 1) + 1.2, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(heads) + 1))
+    ax_acc = axes[-1]
     colors = matplotlib.colormaps["tab10"]
-    for i, (name, h) in enumerate(histories.items()):
+    styles = ["-", "-.", ":"]
+    for name, h in histories.items():
+        encoder, head = name.split("-")[0], name.split("-")[-1]
+        c = colors(encoders.index(encoder) % 10)
+        ax = axes[heads.index(head)]
         epochs = np.arange(1, len(h["train_loss"]) + 1)
-        c = colors(i % 10)
-        ax_loss.plot(epochs, h["train_loss"], "-", color=c, label=name)
-        ax_loss.plot(epochs, h["val_loss"], "--", color=c)
-        ax_acc.plot(epochs, np.asarray(h["val_acc"]) * 100, "-", color=c, label=name)
+        ax.plot(epochs, h["train_loss"], "-", color=c, label=f"{encoder} training")
+        ax.plot(epochs, h["val_loss"], "--", color=c, label=f"{encoder} validation")
+        ax_acc.plot(epochs, np.asarray(h["val_acc"]) * 100, styles[heads.index(head) % 3], color=c, label=name)
         best = int(h.get("best_epoch", 0))
         if 1 <= best <= len(epochs):
-            ax_loss.plot(best, h["val_loss"][best - 1], "o", color=c, ms=5)
+            ax.plot(best, h["val_loss"][best - 1], "o", color=c, ms=5)
             ax_acc.plot(best, 100 * h["val_acc"][best - 1], "o", color=c, ms=5)
+    for ax, head in zip(axes[:-1], heads):
+        ax.set_title(f"{head} head", fontsize=9)
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=6)
     ax_acc.axhline(100 / conventions.N_CLASSES, color="0.5", ls=":", lw=1, label="chance (1/8)")
-    for ax in (ax_loss, ax_acc):
+    ax_acc.set_ylabel("validation accuracy (%)")
+    ax_acc.set_title("all networks", fontsize=9)
+    ax_acc.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    for ax in axes:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_loss.set_ylabel("loss (solid: training, dashed: validation)")
-    ax_acc.set_ylabel("validation accuracy (%)")
-    ax_acc.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=10)
     return fig
 
 

@@ -146,7 +146,10 @@ def train_and_evaluate(
     model = make_model(kind, settings, seed)
     fit_kwargs: dict[str, Any] = {}
     if kind in models.NETWORK_KINDS:
-        fit_kwargs = {"validation": (patterns[split.val], labels[split.val]), "checkpoint_path": checkpoint_path}
+        # No held-out validation part (too few specimens and probe settings): the network keeps a
+        # seeded 10 % of its training patterns for early stopping instead.
+        validation = (patterns[split.val], labels[split.val]) if len(split.val) else None
+        fit_kwargs = {"validation": validation, "checkpoint_path": checkpoint_path}
     model.fit(patterns[train], labels[train], sampling, **fit_kwargs)
     scores = evaluation.evaluate(model, patterns[split.test], labels[split.test], sampling)
     model.metadata.update({

@@ -26,6 +26,10 @@ from polar4d_lib.models.base import PolarizationModel, register
 from polar4d_lib.preprocessing import Preprocessor
 
 
+#: Smallest per-pixel spread the scaler divides by, as a share of the median spread.
+SCALE_FLOOR = 1e-2
+
+
 def _labels(labels: np.ndarray, n: int) -> np.ndarray:
     y = np.asarray(labels)
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
@@ -95,7 +99,11 @@ class PCAKNNModel(PolarizationModel):
         if self.n_neighbors > len(x):
             raise ValueError(f"n_neighbors={self.n_neighbors} exceeds the {len(x)} training patterns; lower it")
         pipe = self._new_pipeline()
-        pipe[:-1].fit(x)
+        scaler = pipe.named_steps["scaler"].fit(x)
+        # Pixels that hardly vary in training (far outside the disk) would be divided by ~1e-15 and blow
+        # an unseen pattern's value there up to ~1e12: floor the spread at a small share of the typical one.
+        scaler.scale_ = np.maximum(scaler.scale_, SCALE_FLOOR * np.median(scaler.scale_))
+        pipe.named_steps["pca"].fit(scaler.transform(x))
         state = _arrays_of(pipe)  # round the fitted arrays to float32 once, then use those exactly
         _set_transform(pipe, state)
         embedding = pipe[:-1].transform(x).astype(np.float32)
