@@ -131,13 +131,7 @@ def show_pattern(ax, pattern: np.ndarray, sampling_mrad: float, *, log: bool = T
         norm = Normalize(vmin=float(np.nanmin(p)) if vmin is None else vmin, vmax=vmax)
     image = ax.imshow(p.T, origin="lower", extent=pattern_extent_mrad(p.shape, sampling_mrad, center_px),
                       cmap=_cmap(cmap), norm=norm, interpolation="nearest")
-    if crosshair:
-        ax.axhline(0.0, color="w", lw=0.4, ls=":", alpha=0.6)
-        ax.axvline(0.0, color="w", lw=0.4, ls=":", alpha=0.6)
-    if label_x:
-        ax.set_xlabel(THETA_X)
-    if label_y:
-        ax.set_ylabel(THETA_Y)
+    _angle_axes(ax, crosshair and "w", label_x, label_y, alpha=0.6)
     return image
 
 
@@ -149,14 +143,19 @@ def show_difference(ax, difference: np.ndarray, sampling_mrad: float, *, vmax: f
     vmax = vmax if vmax > 0 else 1.0
     image = ax.imshow(d.T, origin="lower", extent=pattern_extent_mrad(d.shape, sampling_mrad), cmap=cmap,
                       vmin=-vmax, vmax=vmax, interpolation="nearest")
-    if crosshair:
-        ax.axhline(0.0, color="k", lw=0.4, ls=":", alpha=0.5)
-        ax.axvline(0.0, color="k", lw=0.4, ls=":", alpha=0.5)
+    _angle_axes(ax, crosshair and "k", label_x, label_y, alpha=0.5)
+    return image
+
+
+def _angle_axes(ax, crosshair_color: str | bool, label_x: bool, label_y: bool, alpha: float) -> None:
+    """Dotted lines at θx = 0 and θy = 0 (if a colour is given) and the angle axis labels."""
+    if crosshair_color:
+        ax.axhline(0.0, color=crosshair_color, lw=0.4, ls=":", alpha=alpha)
+        ax.axvline(0.0, color=crosshair_color, lw=0.4, ls=":", alpha=alpha)
     if label_x:
         ax.set_xlabel(THETA_X)
     if label_y:
         ax.set_ylabel(THETA_Y)
-    return image
 
 
 def friedel_difference(patterns: np.ndarray) -> np.ndarray:
