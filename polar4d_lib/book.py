@@ -21,6 +21,40 @@ from polar4d_lib import config
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ("01_simulation",)
 
+#: JavaScript the pages need, served from the book itself so that it works offline from file://
+#: (Jupyter Book 1 would load these from CDNs): npm package → folder under book/_offline/.
+OFFLINE_PACKAGES = {
+    "requirejs@2.3.7": "requirejs",
+    "@jupyter-widgets/html-manager@1.0.15": "html-manager",
+    "mathjax@3.2.2": "mathjax",
+}
+OFFLINE_DIR = ROOT / "book" / "_offline"
+
+
+def ensure_offline_assets() -> Path:
+    """Fetch the pinned npm packages of ``OFFLINE_PACKAGES`` once (``npm pack``, at build time) and unpack
+    them into ``book/_offline/`` (listed in ``html_static_path``; not ``_static/``, whose .js files Jupyter
+    Book would include on every page a second time)."""
+    import shutil
+    import tarfile
+
+    for package, folder in OFFLINE_PACKAGES.items():
+        target = OFFLINE_DIR / folder
+        if target.is_dir():
+            continue
+        npm = shutil.which("npm")
+        if npm is None:
+            raise FileNotFoundError("npm is needed once to fetch the book's offline JavaScript; install Node.js/npm")
+        with tempfile.TemporaryDirectory() as tmp:
+            result = subprocess.run([npm, "pack", package, "--silent"], cwd=tmp, check=True, capture_output=True,
+                                    text=True)
+            archive = Path(tmp) / result.stdout.strip().splitlines()[-1]
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+            OFFLINE_DIR.mkdir(parents=True, exist_ok=True)
+            os.replace(Path(tmp) / "package", target)
+    return OFFLINE_DIR
+
 
 def dataset_path(profile: str) -> Path:
     """Where a profile's simulated dataset lives."""
@@ -76,6 +110,7 @@ def execute_chapter(name: str, parameters: dict, inputs: list[Path], out_dir: Pa
 
 def build_book() -> Path:
     """Build the Jupyter Book (it renders the executed notebooks; it does not execute them)."""
+    ensure_offline_assets()
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     subprocess.run([str(jupyter_book), "build", str(ROOT)], check=True, cwd=ROOT)
     return ROOT / "_build" / "html" / "index.html"
