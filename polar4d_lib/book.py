@@ -28,18 +28,16 @@ OFFLINE_PACKAGES = {
     "@jupyter-widgets/html-manager@1.0.15": "html-manager",
     "mathjax@3.2.2": "mathjax",
 }
-OFFLINE_DIR = ROOT / "book" / "_offline"
-
-
-def ensure_offline_assets() -> Path:
+def ensure_offline_assets(root: Path = ROOT) -> Path:
     """Fetch the pinned npm packages of ``OFFLINE_PACKAGES`` once (``npm pack``, at build time) and unpack
     them into ``book/_offline/`` (listed in ``html_static_path``; not ``_static/``, whose .js files Jupyter
     Book would include on every page a second time)."""
     import shutil
     import tarfile
 
+    offline = root / "book" / "_offline"
     for package, folder in OFFLINE_PACKAGES.items():
-        target = OFFLINE_DIR / folder
+        target = offline / folder
         if target.is_dir():
             continue
         npm = shutil.which("npm")
@@ -51,9 +49,9 @@ def ensure_offline_assets() -> Path:
             archive = Path(tmp) / result.stdout.strip().splitlines()[-1]
             with tarfile.open(archive) as tar:
                 tar.extractall(tmp, filter="data")
-            OFFLINE_DIR.mkdir(parents=True, exist_ok=True)
+            offline.mkdir(parents=True, exist_ok=True)
             os.replace(Path(tmp) / "package", target)
-    return OFFLINE_DIR
+    return offline
 
 
 def dataset_path(profile: str) -> Path:
@@ -80,12 +78,14 @@ def _stamp(source: Path, parameters: dict, inputs: list[Path]) -> str:
     return h.hexdigest()
 
 
-def execute_chapter(name: str, parameters: dict, inputs: list[Path], out_dir: Path, force: bool = False) -> Path:
+def execute_chapter(
+    name: str, parameters: dict, inputs: list[Path], out_dir: Path, force: bool = False, root: Path = ROOT
+) -> Path:
     """Execute ``notebooks/<name>.py`` with papermill into ``out_dir/<name>.ipynb`` unless up to date."""
     import jupytext
     import papermill
 
-    source = ROOT / "notebooks" / f"{name}.py"
+    source = root / "notebooks" / f"{name}.py"
     if not source.exists():
         raise FileNotFoundError(f"chapter source {source} is missing; restore it from git")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,18 +108,19 @@ def execute_chapter(name: str, parameters: dict, inputs: list[Path], out_dir: Pa
     return target
 
 
-def build_book() -> Path:
-    """Build the Jupyter Book (it renders the executed notebooks; it does not execute them)."""
-    ensure_offline_assets()
+def build_book(root: Path = ROOT) -> Path:
+    """Build the Jupyter Book in ``root`` (it renders the executed notebooks; it does not execute them)."""
+    ensure_offline_assets(root)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
-    subprocess.run([str(jupyter_book), "build", str(ROOT)], check=True, cwd=ROOT)
-    return ROOT / "_build" / "html" / "index.html"
+    subprocess.run([str(jupyter_book), "build", str(root)], check=True, cwd=root)
+    return root / "_build" / "html" / "index.html"
 
 
-def run(profile: str, build_html: bool = True, force: bool = False) -> Path:
-    """Simulate → execute every chapter → build the book, for ``profile``. Returns the index page."""
+def run(profile: str, build_html: bool = True, force: bool = False, root: Path = ROOT) -> Path:
+    """Simulate → execute every chapter → build the book, for ``profile``. Returns the index page.
+    ``root`` holds notebooks/, book/, _config.yml and _toc.yml (the repository by default)."""
     data = ensure_dataset(profile)
-    out_dir = ROOT / "book" / "executed"
+    out_dir = root / "book" / "executed"
     for name in CHAPTERS:
-        execute_chapter(name, {"profile": profile, "dataset_path": str(data.resolve())}, [data], out_dir, force)
-    return build_book() if build_html else out_dir
+        execute_chapter(name, {"profile": profile, "dataset_path": str(data.resolve())}, [data], out_dir, force, root)
+    return build_book(root) if build_html else out_dir
