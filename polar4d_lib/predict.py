@@ -41,9 +41,10 @@ def predict_scan(model: Any, scan: Scan, abstain_below: float | None = None) -> 
     patterns = scan.data.reshape(rx * ry, qx, qy)
     if scan.scan_rotation_deg:
         patterns = acquisition.rotate_scan(patterns, -scan.scan_rotation_deg)
-    proba = np.asarray(model.predict_proba(patterns, sampling), dtype=np.float32)
-    classes = np.asarray(model.predict(patterns, sampling), dtype=np.int8)
-    angle = np.asarray(model.predict_angle_deg(patterns, sampling), dtype=np.float32)
+    proba, classes, angle = model.predict_maps(patterns, sampling)
+    proba = np.asarray(proba, dtype=np.float32)
+    classes = np.asarray(classes, dtype=np.int8)
+    angle = np.asarray(angle, dtype=np.float32)
     if abstain_below is not None:
         classes = np.where(proba.max(axis=-1) < abstain_below, np.int8(-1), classes).astype(np.int8)
     metadata = {

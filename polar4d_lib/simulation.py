@@ -129,15 +129,15 @@ def exit_planes_for(
     step = math.gcd(*cells)
     if cells[-1] // step > max_planes:
         step = cells[0]
-        rounded = sorted({max(1, int(round(c / step))) * step for c in cells})
-        moved = max(abs(r - c) for r, c in zip(sorted(max(1, int(round(c / step))) * step for c in cells), cells))
-        if moved > 1:  # more than the one cell that rounding a thickness always allows
+        snapped = [max(1, int(round(c / step))) * step for c in cells]
+        if max(abs(s - c) for s, c in zip(snapped, cells)) > 1:  # more than rounding a thickness allows
             warnings.warn(
-            f"thicknesses {list(thicknesses_nm)} nm need more than {max_planes} exit planes; rounded to multiples "
-                f"of {step * a_A / 10:.2f} nm: {[round(c * a_A / 10, 2) for c in rounded]} nm. Give an even series to avoid this.",
+                f"thicknesses {list(thicknesses_nm)} nm need more than {max_planes} exit planes; rounded to multiples "
+                f"of {step * a_A / 10:.2f} nm: {[round(c * a_A / 10, 2) for c in sorted(set(snapped))]} nm. "
+                "Give an even series to avoid this.",
                 stacklevel=2,
             )
-        cells = rounded
+        cells = sorted(set(snapped))
     if len(cells) < len({round(t, 6) for t in thicknesses_nm}):
         warnings.warn(f"thicknesses {list(thicknesses_nm)} nm fall on fewer whole cells: {cells} cells", stacklevel=2)
     return step * slices_per_cell, [c // step for c in cells], [c * a_A / 10.0 for c in cells]

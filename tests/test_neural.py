@@ -179,6 +179,11 @@ def test_save_load_round_trip_is_bitwise(trained, shifted, smoke, head, tmp_path
     for patterns in (x, smoke[0]):
         assert np.array_equal(model.predict_proba(patterns, sampling), again.predict_proba(patterns, sampling))
         assert np.array_equal(model.predict(patterns, sampling), again.predict(patterns, sampling))
+        # The one-pass maps a scan uses are exactly the three separate predictions.
+        proba, classes, angle = again.predict_maps(patterns, sampling)
+        assert np.array_equal(proba, model.predict_proba(patterns, sampling))
+        assert np.array_equal(classes, model.predict(patterns, sampling))
+        assert np.array_equal(angle, model.predict_angle_deg(patterns, sampling))
     assert again.preprocessor == model.preprocessor
     assert (again.kappa_max, again.temperature) == (model.kappa_max, model.temperature)
     meta = again.metadata

@@ -59,9 +59,13 @@ class PolarizationModel:
     def predict_angle_deg(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         """Predicted in-plane polarization angle (degrees from +x towards +y): the circular mean of the
         class angles weighted by the probabilities (regressors override with their own angle)."""
-        proba = self.predict_proba(patterns, sampling_mrad)
-        angles = np.radians(conventions.CLASS_ANGLES_DEG)
-        return np.degrees(np.arctan2(proba @ np.sin(angles), proba @ np.cos(angles))) % 360.0
+        return circular_mean_deg(self.predict_proba(patterns, sampling_mrad))
+
+    def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(predict_proba, predict, predict_angle_deg) together — what a scan needs. Models whose
+        outputs share one expensive pass (networks) override this to run it once."""
+        return (self.predict_proba(patterns, sampling_mrad), self.predict(patterns, sampling_mrad),
+                self.predict_angle_deg(patterns, sampling_mrad))
 
     # --- persistence -------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
@@ -95,6 +99,12 @@ class PolarizationModel:
     @classmethod
     def _from_state(cls, header: dict[str, Any], state: dict[str, Any]) -> "PolarizationModel":
         raise NotImplementedError
+
+
+def circular_mean_deg(proba: np.ndarray) -> np.ndarray:
+    """Circular mean of the class angles weighted by class probabilities (N, 8), degrees in [0, 360)."""
+    angles = np.radians(conventions.CLASS_ANGLES_DEG)
+    return np.degrees(np.arctan2(proba @ np.sin(angles), proba @ np.cos(angles))) % 360.0
 
 
 def load_model(path: str | os.PathLike) -> PolarizationModel:

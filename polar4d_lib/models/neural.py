@@ -34,7 +34,7 @@ from sklearn.model_selection import train_test_split
 import polar4d_lib
 from polar4d_lib import config, conventions, training
 from polar4d_lib.augmentation import AugmentationConfig, Augmenter
-from polar4d_lib.models.base import PolarizationModel, register
+from polar4d_lib.models.base import PolarizationModel, circular_mean_deg, register
 from polar4d_lib.models.networks import (DEFAULT_DEPTH, ENCODERS, HEADS, RESNET_DEPTHS, VGG_DEPTHS, PolarNet,
                                          build_network)
 from polar4d_lib.preprocessing import Preprocessor
@@ -225,33 +225,47 @@ class NeuralModel(PolarizationModel):
             self.network = network.cpu()
         return out.numpy().astype(np.float64)
 
-    def _scores(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
+    def _scores(self, out: np.ndarray) -> np.ndarray:
         """Per-class scores whose argmax is the prediction: cls logits, reg r·cos(θ_k − θ̂), proto cosines."""
-        out = self._outputs(self._inputs(patterns, sampling_mrad))
         if self.head == "reg":
             return out @ CLASS_VECTORS.T
         if self.head == "proto":
             return _cosine(out, self.class_means.numpy().astype(np.float64), self.class_present.numpy())
         return out
 
+    def _proba(self, out: np.ndarray) -> np.ndarray:
+        scale = {"cls": 1.0, "reg": self.kappa_max, "proto": 1.0 / self.temperature}[self.head]
+        return softmax(scale * self._scores(out), axis=1).astype(np.float32)
+
+    def _classes(self, out: np.ndarray) -> np.ndarray:
+        if self.head == "reg":
+            return training.decode_reg(out)
+        return np.argmax(self._scores(out), axis=1).astype(np.int8)
+
+    def _angle_deg(self, out: np.ndarray) -> np.ndarray:
+        if self.head == "reg":
+            return np.degrees(np.arctan2(out[:, 1], out[:, 0])) % 360.0
+        return circular_mean_deg(self._proba(out))
+
+    def _network_outputs(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
+        return self._outputs(self._inputs(patterns, sampling_mrad))
+
     def predict_proba(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         """(N, 8) float32: cls softmax; reg exp(κ_max·r·cos(θ_k − θ̂)) normalised; proto softmax(cos/T)."""
-        scores = self._scores(patterns, sampling_mrad)
-        scale = {"cls": 1.0, "reg": self.kappa_max, "proto": 1.0 / self.temperature}[self.head]
-        return softmax(scale * scores, axis=1).astype(np.float32)
+        return self._proba(self._network_outputs(patterns, sampling_mrad))
 
     def predict(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         """Classes (int8): cls argmax, reg the atan2 sector of the output, proto the cosine-nearest class mean."""
-        if self.head == "reg":
-            return training.decode_reg(self._outputs(self._inputs(patterns, sampling_mrad)))
-        return np.argmax(self._scores(patterns, sampling_mrad), axis=1).astype(np.int8)
+        return self._classes(self._network_outputs(patterns, sampling_mrad))
 
     def predict_angle_deg(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         """reg: the decoded angle atan2(s, c) in degrees [0, 360); others: the probability-weighted mean."""
-        if self.head != "reg":
-            return super().predict_angle_deg(patterns, sampling_mrad)
-        out = self._outputs(self._inputs(patterns, sampling_mrad))
-        return np.degrees(np.arctan2(out[:, 1], out[:, 0])) % 360.0
+        return self._angle_deg(self._network_outputs(patterns, sampling_mrad))
+
+    def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The three predictions from one preprocessing and one network pass."""
+        out = self._network_outputs(patterns, sampling_mrad)
+        return self._proba(out), self._classes(out), self._angle_deg(out)
 
     # --- persistence ---------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
