@@ -35,7 +35,13 @@ import zarr
 from tqdm.auto import tqdm
 
 from polar4d_lib import config, conventions
-from polar4d_lib.simulation import PrismSpecimen, ProbeSettings, SimulationSettings, random_positions
+from polar4d_lib.atomic import atomic_write
+from polar4d_lib.simulation import (
+    PrismSpecimen,
+    ProbeSettings,
+    SimulationSettings,
+    random_positions,
+)
 from polar4d_lib.structure import Displacements, knn_supercell
 
 SCHEMA = 3  # 2: deterministic FFT planning (FFTW_ESTIMATE); 3: potential grid in whole pixels per cell
@@ -251,7 +257,6 @@ def versions() -> dict[str, str]:
     import ase
 
     import polar4d_lib
-
     from polar4d_lib.simulation import FFT_PLANNING
 
     return {"polar4d": polar4d_lib.__version__, "abtem": abtem.__version__, "numpy": np.__version__,
@@ -266,15 +271,7 @@ def _cache_path(unit: Unit, cache_dir: Path) -> Path:
 
 def _save_unit(arrays: dict[str, np.ndarray], path: Path) -> None:
     """Write a unit's arrays atomically (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
 
 
 def _load_unit(path: Path) -> dict[str, np.ndarray]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from polar4d_lib.atomic import atomic_write
 from polar4d_lib.simulation import wavelength_A
 
 _PY4DSTEM_IMPORT_SUFFIXES = {".dm3", ".dm4", ".mib", ".raw", ".gtg", ".arina", ".h5", ".hdf5", ".emd"}
@@ -157,7 +157,7 @@ def write_scan_h5(scan: Scan, path: str | os.PathLike) -> Path:
     if scan.scan_step_A is not None:
         datacube.calibration.set_R_pixel_size(scan.scan_step_A)
         datacube.calibration.set_R_pixel_units("A")
-    return _atomic(Path(path), lambda tmp: py4DSTEM.save(tmp, datacube, mode="o"))
+    return atomic_write(Path(path), lambda tmp: py4DSTEM.save(tmp, datacube, mode="o"))
 
 
 def write_predictions(
@@ -173,7 +173,7 @@ def write_predictions(
         "angle_deg": np.asarray(angle_deg, dtype=np.float32),
     }
     if path.suffix == ".npz":
-        return _atomic(path, lambda tmp: np.savez(tmp, metadata=np.array(json.dumps(metadata)), **arrays))
+        return atomic_write(path, lambda tmp: np.savez(tmp, metadata=np.array(json.dumps(metadata)), **arrays))
     if path.suffix in (".h5", ".hdf5"):
         import emdfile
 
@@ -184,7 +184,7 @@ def write_predictions(
             root.metadata = emdfile.Metadata(name="polar4d", data={"json": json.dumps(metadata)})
             emdfile.save(tmp, root, mode="o")
 
-        return _atomic(path, write)
+        return atomic_write(path, write)
     raise ValueError(f"prediction output {path.name} must end in .npz or .h5")
 
 
@@ -202,17 +202,3 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
     out = {name: np.asarray(root.tree(name).data) for name in ("class_map", "probabilities", "angle_deg")}
     out["metadata"] = json.loads(root.metadata["polar4d"]["json"])
     return out
-
-
-def _atomic(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    os.remove(tmp)  # writers that refuse to overwrite get a fresh name
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

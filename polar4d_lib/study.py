@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from polar4d_lib import config, conventions, evaluation, models
+from polar4d_lib.atomic import atomic_write
 from polar4d_lib.augmentation import AugmentationConfig
 from polar4d_lib.datasets import Dataset, load_profile, open_dataset
 from polar4d_lib.preprocessing import Preprocessor, com_filter
@@ -166,10 +166,5 @@ def _plain(value: Any) -> Any:
 
 def write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.json")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(_plain(data), handle, indent=2)
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(_plain(data), indent=2)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

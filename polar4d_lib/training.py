@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -40,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from polar4d_lib import config, conventions
+from polar4d_lib.atomic import atomic_write
 
 #: Width σ (in classes) of the circular Gaussian soft labels of the prototype loss.
 PROTO_SIGMA = 1.25
@@ -264,16 +264,7 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: str | os.PathLike, blob: dict[str, Any]) -> None:
     """``torch.save`` ``blob`` atomically: a temporary file beside ``path``, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from polar4d_lib import conventions
+from polar4d_lib.atomic import atomic_write
 
 #: kind → class, filled by ``register``.
 REGISTRY: dict[str, type["PolarizationModel"]] = {}
@@ -78,16 +78,7 @@ class PolarizationModel:
         path = Path(path)
         if path.suffix != self.suffix:
             raise ValueError(f"a {self.kind} model is saved as {self.suffix}; got {path.name}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + self.suffix)
-        os.close(fd)
-        try:
-            self._write(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        return atomic_write(path, self._write)
 
     def _write(self, path: str) -> None:
         arrays = self._state()
