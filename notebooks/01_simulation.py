@@ -29,7 +29,7 @@
 # 7. the simulated dataset that the next chapters train on.
 #
 # **Prerequisites.** The `polar4d` package installed (see the README) and nothing else: this
-# chapter simulates everything it shows with [abTEM](https://abtem.readthedocs.io) and builds the
+# chapter simulates everything it shows with abTEM {cite}`madsen2021abtem` and builds the
 # profile's dataset if it is missing. Some familiarity with convergent-beam electron diffraction (CBED)
 # and STEM helps. Frame and class conventions are those of `shared/CONVENTIONS.md`: the beam runs along
 # [001]pc, x ∥ [100]pc, y ∥ [010]pc; every pattern is drawn with +θx to the right and +θy up (the array is

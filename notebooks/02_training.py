@@ -48,7 +48,7 @@ num_workers = 1  # dask workers if the dataset must be built; 1: in this process
 kinds = None  # model variants to train; None → all ten variants plus the physics baseline (models.ALL_KINDS)
 seeds = None  # training seeds; None → the profile's (TrainSettings.for_profile(profile).seeds)
 splits = ["blocked", "random"]  # 'blocked' (held-out specimens / probe settings, the headline), 'random' (paper)
-random_split_kinds = None  # variants also trained on the random split; None → the same as `kinds`
+random_split_kinds = None  # variants also trained on the random split; None → the profile's (all if unset)
 train_overrides = None  # dict overriding the profile's training sizes, e.g. {"max_epochs": 5}; None → profile's
 results_dir = None  # where training.json goes; None → f"results/{profile}"
 progress_bar = False  # tqdm bars while networks train (noisy in a book)
@@ -94,7 +94,9 @@ results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
 settings = study.TrainSettings.for_profile(profile, train_overrides)
 kinds = list(models.ALL_KINDS if kinds is None else kinds)
 seeds = [int(s) for s in (settings.seeds if seeds is None else seeds)]
-random_split_kinds = kinds if random_split_kinds is None else list(random_split_kinds)
+if random_split_kinds is None:
+    random_split_kinds = kinds if settings.random_split_kinds is None else [k for k in settings.random_split_kinds if k in kinds]
+random_split_kinds = list(random_split_kinds)
 unknown = sorted(set(kinds) - set(models.ALL_KINDS))
 if unknown:
     raise ValueError(f"unknown model kinds {unknown}; use some of {', '.join(models.ALL_KINDS)}")
@@ -260,6 +262,12 @@ with config.set(progress_bar=progress_bar):
 training_seconds = sum(r["time (s)"] for r in log_rows)
 display(pd.DataFrame(log_rows).round(2))
 print(f"{len(log_rows)} training runs in {training_seconds:.0f} s")
+# The first seed's models of the headline split, for the next chapters (and `polar4d predict --model`).
+model_dir = results_dir / "models"
+for (split_kind, kind), model in fitted.items():
+    if split_kind == splits[0]:
+        model.save(model_dir / f"{kind}{model.suffix}")
+print(f"saved {sum(s == splits[0] for s, _ in fitted)} models to {model_dir}")
 
 # %% [markdown]
 # ## 4. Learning curves

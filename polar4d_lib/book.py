@@ -19,7 +19,11 @@ from pathlib import Path
 from polar4d_lib import config
 
 ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = ("01_simulation",)
+#: Chapters in order. Each gets ``profile`` and ``dataset_path``; those that read or write
+#: ``results/<profile>/`` get ``results_dir`` as well; a chapter re-executes when its source, its parameters
+#: or what it reads (the dataset, the files an earlier chapter wrote) changed.
+CHAPTERS = ("01_simulation", "02_training", "03_explorer", "04_results")
+USES_RESULTS = {"02_training": [], "03_explorer": ["training.json"], "04_results": ["training.json", "explorer.json"]}
 
 #: JavaScript the pages need, served from the book itself so that it works offline from file://
 #: (Jupyter Book 1 would load these from CDNs): npm package → folder under book/_offline/.
@@ -74,7 +78,12 @@ def _stamp(source: Path, parameters: dict, inputs: list[Path]) -> str:
     h.update(json.dumps(parameters, sort_keys=True).encode())
     for path in inputs:
         attrs = path / "zarr.json"
-        h.update(attrs.read_bytes() if attrs.exists() else str(path).encode())
+        if attrs.exists():
+            h.update(attrs.read_bytes())
+        elif path.is_file():
+            h.update(path.read_bytes())
+        else:
+            h.update(str(path).encode())
     return h.hexdigest()
 
 
@@ -121,6 +130,12 @@ def run(profile: str, build_html: bool = True, force: bool = False, root: Path =
     ``root`` holds notebooks/, book/, _config.yml and _toc.yml (the repository by default)."""
     data = ensure_dataset(profile)
     out_dir = root / "book" / "executed"
+    results = root / "results" / profile
     for name in CHAPTERS:
-        execute_chapter(name, {"profile": profile, "dataset_path": str(data.resolve())}, [data], out_dir, force, root)
+        parameters = {"profile": profile, "dataset_path": str(data.resolve())}
+        inputs = [data]
+        if name in USES_RESULTS:
+            parameters["results_dir"] = str(results.resolve())
+            inputs += [results / f for f in USES_RESULTS[name]]
+        execute_chapter(name, parameters, inputs, out_dir, force, root)
     return build_book(root) if build_html else out_dir

@@ -574,19 +574,30 @@ def probe_draws_figure(defocus_nm: np.ndarray, astigmatism_nm: np.ndarray, astig
     return fig
 
 
-def class_map_figure(class_map: np.ndarray, title: str = "", scan_step_A: float | None = None) -> Figure:
-    """The predicted class of every probe position (Rx right, Ry up), coloured on the class colour
-    wheel, abstained positions (−1) grey, with the wheel as legend."""
+def class_rgb(class_map: np.ndarray) -> np.ndarray:
+    """RGB image (..., 3) of a class map: each class its colour-wheel colour, −1 (abstained) grey."""
     class_map = np.asarray(class_map)
     rgb = np.full(class_map.shape + (3,), 0.6)
     for k in range(conventions.N_CLASSES):
         rgb[class_map == k] = class_color(k)[:3]
+    return rgb
+
+
+def show_class_map(ax, class_map: np.ndarray, step: float = 1.0, **kwargs) -> None:
+    """Draw a class map (Rx, Ry) with Rx right and Ry up, ``step`` per position (Å or px)."""
+    class_map = np.asarray(class_map)
+    ax.imshow(np.transpose(class_rgb(class_map), (1, 0, 2)), origin="lower", interpolation="nearest",
+              extent=(0, class_map.shape[0] * step, 0, class_map.shape[1] * step), **kwargs)
+
+
+def class_map_figure(class_map: np.ndarray, title: str = "", scan_step_A: float | None = None) -> Figure:
+    """The predicted class of every probe position (Rx right, Ry up), coloured on the class colour
+    wheel, abstained positions (−1) grey, with the wheel as legend."""
+    class_map = np.asarray(class_map)
     fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax, wheel = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
     unit = "Å" if scan_step_A else "px"
-    step = scan_step_A or 1.0
-    ax.imshow(np.transpose(rgb, (1, 0, 2)), origin="lower", interpolation="nearest",
-              extent=(0, class_map.shape[0] * step, 0, class_map.shape[1] * step))
+    show_class_map(ax, class_map, scan_step_A or 1.0)
     ax.set_xlabel(f"x ({unit})")
     ax.set_ylabel(f"y ({unit})")
     ax.set_title(title or "predicted polarization class")

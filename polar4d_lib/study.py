@@ -37,6 +37,8 @@ class TrainSettings:
     augmentation: bool = False
     com_filter: bool = False
     preprocessor: dict[str, Any] = field(default_factory=dict)
+    #: Variants also trained on the paper's random split (None: all); the book's profiles keep it short.
+    random_split_kinds: tuple[str, ...] | None = None
 
     @classmethod
     def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None) -> "TrainSettings":
@@ -44,6 +46,8 @@ class TrainSettings:
         config.check_known_keys(values, cls.__dataclass_fields__, "training setting", KeyError)
         if "seeds" in values:
             values["seeds"] = tuple(int(s) for s in values["seeds"])
+        if values.get("random_split_kinds") is not None:
+            values["random_split_kinds"] = tuple(values["random_split_kinds"])
         return cls(**values)
 
 

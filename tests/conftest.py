@@ -64,3 +64,39 @@ def rel_l1(p: np.ndarray, q: np.ndarray) -> float:
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     return float(np.abs(p - q).sum() / np.abs(p).sum())
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def book_settings(root: Path) -> dict:
+    """Config for a book built in ``root``: its own data and cache, one worker, no bars."""
+    return {"data_root": str(root / "data"), "cache_dir": str(root / "cache"), "num_workers": 1, "progress_bar": False}
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory) -> Path:
+    """The smoke-profile book built once from a clean copy of the sources (notebooks, prose pages,
+    _config.yml, _toc.yml) in a temporary folder; returns that folder (``_build/html`` inside)."""
+    import os
+    import shutil
+
+    from polar4d_lib import book, config
+
+    root = tmp_path_factory.mktemp("book_root")
+    (root / "book").mkdir()
+    shutil.copytree(ROOT / "notebooks", root / "notebooks", ignore=shutil.ignore_patterns("__pycache__"))
+    for page in (ROOT / "book").iterdir():
+        if page.is_file():
+            shutil.copy(page, root / "book" / page.name)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy(ROOT / name, root / name)
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        with config.set(book_settings(root)):
+            index = book.run("smoke", root=root)
+    finally:
+        os.chdir(here)
+    assert index == root / "_build" / "html" / "index.html"
+    return root

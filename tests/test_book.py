@@ -3,43 +3,45 @@ figures, shows no traceback, and loads nothing from a CDN or another host (it mu
 
 from __future__ import annotations
 
+import json
 import re
-import shutil
-from pathlib import Path
 
 import pytest
 
+from conftest import book_settings
 from polar4d_lib import book, config
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-def test_smoke_book_builds_offline(tmp_path, monkeypatch):
-    root = tmp_path / "book_root"
-    (root / "book").mkdir(parents=True)
-    shutil.copytree(ROOT / "notebooks", root / "notebooks")
-    for page in (ROOT / "book").glob("*.md"):
-        shutil.copy(page, root / "book" / page.name)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, root / name)
-    monkeypatch.chdir(root)
-    with config.set({"data_root": str(root / "data"), "cache_dir": str(root / "cache"), "num_workers": 1,
-                     "progress_bar": False}):
-        index = book.run("smoke", root=root)
-    assert index == root / "_build" / "html" / "index.html" and index.exists()
+def test_smoke_book_builds_offline(smoke_book, monkeypatch):
+    root = smoke_book
+    html = root / "_build" / "html"
+    assert (html / "index.html").exists()
     for name in book.CHAPTERS:
-        page = root / "_build" / "html" / "book" / "executed" / f"{name}.html"
-        html = page.read_text()
-        assert len(re.findall(r"<img ", html)) >= 5, f"{name}: too few figures"
-        assert "Traceback" not in html and 'class="output traceback' not in html, f"{name}: error output"
-    for page in (root / "_build" / "html").rglob("*.html"):
-        loaded = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]*)"', page.read_text())
-        assert not loaded, f"{page.name} loads {loaded[:3]} from another host"
-    assert (root / "_build" / "html" / "_static" / "requirejs" / "require.js").exists()
+        page = html / "book" / "executed" / f"{name}.html"
+        text = page.read_text()
+        assert "Traceback" not in text and 'class="output traceback' not in text, f"{name}: error output"
+        if name != "04_results":
+            assert len(re.findall(r"<img ", text)) >= 3, f"{name}: too few figures"
+    for name in ("methods", "reproduce", "limitations", "references"):
+        assert (html / "book" / f"{name}.html").exists(), f"prose page {name} was not built"
+    assert "martinc2026" in (html / "book" / "references.html").read_text().replace("Martinc", "martinc2026"), \
+        "the bibliography is empty"
+    for page in html.rglob("*.html"):
+        # nothing loaded from a CDN, and no address of another host at all (links and inline scripts included)
+        other_hosts = re.findall(r'(?:https?:)?//[a-zA-Z0-9.-]+\.[a-z]{2,}[^"\s<]*', page.read_text())
+        assert not other_hosts, f"{page.relative_to(html)} names {other_hosts[:3]}"
+    assert (html / "_static" / "requirejs" / "require.js").exists()
+    # The results page shows numbers read from the chapters' JSON, not typed ones.
+    training = json.loads((root / "results" / "smoke" / "training.json").read_text())
+    results_page = (html / "book" / "executed" / "04_results.html").read_text()
+    best = max(training["aggregate"]["blocked"].items(), key=lambda kv: kv[1]["accuracy"]["mean"])
+    assert f"{100 * best[1]['accuracy']['mean']:.1f}" in results_page
+    # The explorer page carries the saved widget state (it renders without a kernel).
+    assert "application/vnd.jupyter.widget-state+json" in (html / "book" / "executed" / "03_explorer.html").read_text()
     # A second run finds everything up to date and does not execute again.
-    stamp = (root / "book" / "executed" / f"{book.CHAPTERS[0]}.ipynb").stat().st_mtime
-    with config.set({"data_root": str(root / "data"), "cache_dir": str(root / "cache"), "num_workers": 1,
-                     "progress_bar": False}):
+    stamps = {n: (root / "book" / "executed" / f"{n}.ipynb").stat().st_mtime for n in book.CHAPTERS}
+    monkeypatch.chdir(root)
+    with config.set(book_settings(root)):
         book.run("smoke", root=root, build_html=False)
-    assert (root / "book" / "executed" / f"{book.CHAPTERS[0]}.ipynb").stat().st_mtime == stamp
+    assert {n: (root / "book" / "executed" / f"{n}.ipynb").stat().st_mtime for n in book.CHAPTERS} == stamps

@@ -310,3 +310,37 @@ def test_bad_inputs_fail_with_one_line_errors(smoke):
         with pytest.raises(ValueError, match=match) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_input_statistics_are_d4_symmetric_and_floored():
+    """The per-pixel standardisation: mean and spread of the training inputs, identical under every D4
+    operation (the class set is D4-closed), near-constant pixels floored so they are not blown up."""
+    from polar4d_lib.augmentation import mirror_x, rotate90
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 1, 9, 9, generator=gen)
+    x[:, :, 0, :] = 0.5  # constant rows and columns: zero spread before the floor
+    x[:, :, :, 0] = 0.5
+    mean, std = neural.input_statistics(x)
+    assert mean.shape == (9, 9) and std.shape == (9, 9)
+    for image in (mirror_x(mean), rotate90(mean), rotate90(mean, 3), mirror_x(rotate90(mean))):
+        torch.testing.assert_close(image, mean, rtol=0, atol=1e-6)
+    torch.testing.assert_close(rotate90(std), std, rtol=0, atol=1e-6)
+    assert float(std.min()) >= 0.01 * float(std.median()) - 1e-9
+    # symmetrised moments of one D4 orbit: the mean of an image and its 8 transforms
+    single = torch.zeros(1, 1, 9, 9)
+    single[0, 0, 6, 4] = 8.0  # (kx, ky) = (+2, 0): its orbit is the 4 points at distance 2 along the axes
+    m, _ = neural.input_statistics(single)
+    assert float(m[6, 4]) == float(m[2, 4]) == float(m[4, 6]) == float(m[4, 2]) == pytest.approx(2.0)
+
+
+def test_networks_standardise_with_training_statistics_and_keep_them_on_save(smoke, tmp_path):
+    patterns, labels, sampling = smoke
+    model = NeuralModel("cnn-cls", max_epochs=1, batch_size=32, seed=1).fit(patterns, labels, sampling)
+    mean, std = model.network.input_mean, model.network.input_std
+    assert float(std.min()) > 0 and not torch.all(mean == 0), "statistics were not set from the training inputs"
+    loaded = load_model(model.save(tmp_path / "m.pt"))
+    torch.testing.assert_close(loaded.network.input_mean, mean, rtol=0, atol=0)
+    plain = NeuralModel("cnn-cls", max_epochs=1, batch_size=32, seed=1, standardize=False).fit(patterns, labels, sampling)
+    assert torch.all(plain.network.input_mean == 0) and torch.all(plain.network.input_std == 1)
+    assert load_model(plain.save(tmp_path / "p.pt")).standardize is False

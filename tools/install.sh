@@ -15,6 +15,16 @@ $PIP install torchvision==0.28.0
 $PIP install -r requirements.txt
 if [ "${1:-}" = "--test" ]; then
   $PIP install -r requirements-test.txt
+  # The browser test drives Debian's headless Chromium (Playwright's own browser download does not work
+  # offline); install it where we may (CI runs as root), else say how.
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null \
+        || echo "note: apt-get could not install chromium; tests/test_browser.py will be skipped"
+    else
+      echo "note: chromium is missing (sudo apt-get install -y chromium); tests/test_browser.py will be skipped"
+    fi
+  fi
 fi
 $PIP install --no-deps py4DSTEM==0.14.18
 $PIP install --no-deps -e .

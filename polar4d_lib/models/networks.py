@@ -117,20 +117,30 @@ def make_head(head: str) -> nn.Module:
 
 
 class PolarNet(nn.Module):
-    """Encoder → 512-unit layer (Linear, ReLU, dropout) → head."""
+    """Per-pixel standardisation → encoder → 512-unit layer (Linear, ReLU, dropout) → head.
 
-    def __init__(self, encoder: nn.Module, n_features: int, head: str, dropout: float = 0.0) -> None:
+    The standardisation ``(x − mean) / std`` uses fixed buffers (identity until
+    :meth:`set_input_statistics` is called with training statistics); they travel in the state dict."""
+
+    def __init__(self, encoder: nn.Module, n_features: int, head: str, dropout: float = 0.0, size: int = 64) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.head_kind = head
+        self.register_buffer("input_mean", torch.zeros(1, 1, size, size))
+        self.register_buffer("input_std", torch.ones(1, 1, size, size))
         self.encoder = encoder
         self.hidden = nn.Sequential(nn.Linear(n_features, HIDDEN_UNITS), nn.ReLU(), nn.Dropout(dropout))
         self.head = make_head(head)
 
+    def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-pixel mean and spread (size × size) of the training inputs."""
+        self.input_mean.copy_(mean.reshape(self.input_mean.shape))
+        self.input_std.copy_(std.reshape(self.input_std.shape))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The 512 hidden units (B, 512)."""
-        return self.hidden(self.encoder(x))
+        return self.hidden(self.encoder((x - self.input_mean) / self.input_std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -142,4 +152,4 @@ def build_network(encoder: str, depth: int | None, head: str, size: int = 64, dr
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; use one of {HEADS}")
     module, n_features = make_encoder(encoder, depth, size)
-    return PolarNet(module, n_features, head, dropout)
+    return PolarNet(module, n_features, head, dropout, size)
