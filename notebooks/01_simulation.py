@@ -137,7 +137,7 @@ print(f"probe {probe.energy_kev} keV, {probe.semiangle_mrad} mrad; detector {set
 # (the basis of ptychography), while the position-averaged pattern (PACBED) keeps only the specimen's
 # own diffraction. The numbers for the set-up of this study:
 
-# %%
+# %% tags=["hide-input"]
 wavelength_A = simulation.wavelength_A(spec.energy_kev)
 bragg_mrad = 1e3 * wavelength_A / spec.a_A  # first-order spacing λ/a (rad → mrad)
 overlap = 2 * spec.semiangle_mrad / bragg_mrad
@@ -174,7 +174,7 @@ plotting.disk_overlap_figure(spec.semiangle_mrad, bragg_mrad, order=1)
 # class is drawn with its displacements **multiplied by `exaggeration`** so that they are visible; the
 # simulations use the true values.
 
-# %%
+# %% tags=["hide-input"]
 representative_variant = [int(np.flatnonzero(conventions.VARIANT_CLASSES == k)[0]) for k in range(conventions.N_CLASSES)]
 print("representative variant per class:",
       ", ".join(f"{conventions.CLASS_NAMES[k]} {conventions.VARIANTS[v].tolist()}" for k, v in enumerate(representative_variant)))
@@ -251,12 +251,12 @@ print(f"{len(specimens)} specimens of {len(specimen.atoms)} atoms simulated in {
       f"patterns {grid_patterns.shape[-2:]} px at {q_mrad} mrad/px (native sampling of the supercell "
       f"λ/(n·a) = {bragg_mrad / lateral_cells:.2f} mrad), thicknesses {', '.join(f'{t:.2f}' for t in thicknesses)} nm")
 
-# %%
+# %% tags=["hide-input"]
 t_show = len(thicknesses) - 1  # the thickest
 plotting.class_compass(pacbed[:, t_show], q_mrad,
                        suptitle=f"position-averaged patterns (PACBED), {thicknesses[t_show]:.1f} nm, log scale")
 
-# %%
+# %% tags=["hide-input"]
 plotting.class_compass(single_patterns[:, t_show], q_mrad,
                        suptitle=f"single probe position ({single_position_frac[0]:g}a, {single_position_frac[1]:g}a) "
                                 f"in the cell, {thicknesses[t_show]:.1f} nm, log scale")
@@ -267,7 +267,7 @@ plotting.class_compass(single_patterns[:, t_show], q_mrad,
 # pattern itself. They show up in the **Friedel difference** I(θ) − I(−θ), the pattern minus its 180°
 # rotation about the zero angle, which vanishes wherever Friedel's law holds:
 
-# %%
+# %% tags=["hide-input"]
 plotting.class_compass(plotting.friedel_difference(pacbed[:, t_show]), q_mrad, difference=True,
                        colorbar_label="I(θ) − I(−θ) per pixel",
                        suptitle=f"Friedel difference of the PACBED, {thicknesses[t_show]:.1f} nm")
@@ -281,7 +281,7 @@ plotting.class_compass(plotting.friedel_difference(pacbed[:, t_show]), q_mrad, d
 # supercell, with the same K/Na configuration, but without polar displacements (the paraelectric cell).
 # Its Friedel difference is the disorder's alone; subtracting it from each class leaves the polar part.
 
-# %%
+# %% tags=["hide-input"]
 centro = structure.knn_supercell(representative_variant[showcase], lateral_cells=lateral_cells,
                                  thickness_nm=max(thicknesses_nm), a_A=spec.a_A, k_fraction=spec.k_fraction,
                                  displacements=spec.displacements.scaled(0.0), seed=disorder_seed)
@@ -305,7 +305,7 @@ plotting.pattern_grid(
     suptitle=f"Friedel difference of the PACBED at {thicknesses[t_show]:.1f} nm, one colour scale",
 )
 
-# %%
+# %% tags=["hide-input"]
 plotting.class_compass(friedel_polar[:, t_show], q_mrad, difference=True, colorbar_label="I(θ) − I(−θ) per pixel",
                        suptitle=f"polar part of the Friedel difference (minus the paraelectric cell's), "
                                 f"{thicknesses[t_show]:.1f} nm")
@@ -325,7 +325,7 @@ plotting.class_compass(friedel_polar[:, t_show], q_mrad, difference=True, colorb
 # y up). Position (0, 0) is on the A (K/Na) column, (½, ½) on the Nb–O column, (½, 0) and (0, ½) on the
 # pure O columns.
 
-# %%
+# %% tags=["hide-input"]
 position_fractions = np.arange(position_grid_n) / position_grid_n
 position_patterns = showcase_prism.patterns(probe, simulation.cell_grid_positions(spec.a_A, position_grid_n, origin_cell))
 position_patterns = position_patterns[t_show].reshape(position_grid_n, position_grid_n, *position_patterns.shape[-2:])
@@ -348,7 +348,7 @@ plotting.position_grid_figure(position_patterns, position_fractions, q_mrad,
 # (minus the paraelectric cell's), which changes its strength and pattern with thickness as dynamical
 # scattering builds up:
 
-# %%
+# %% tags=["hide-input"]
 plotting.thickness_series_figure(pacbed[showcase], thicknesses, q_mrad, differences=friedel_polar[showcase],
                                  difference_title="polar part of I(θ) − I(−θ)",
                                  suptitle=f"{showcase_class}: PACBED and the polar part of its Friedel difference versus thickness")
@@ -363,7 +363,7 @@ plotting.thickness_series_figure(pacbed[showcase], thicknesses, q_mrad, differen
 # `detector.center_of_mass_mrad` gives the CoM (θx, θy) in mrad of each pattern of the one-cell grid.
 # Colour = direction on the colour wheel, brightness = magnitude; rings = the atomic columns of the cell.
 
-# %%
+# %% tags=["hide-input"]
 com_ks = [conventions.class_index(c) for c in com_classes]
 com = detector.center_of_mass_mrad(grid_patterns[:, t_show], q_mrad).reshape(conventions.N_CLASSES, grid_n, grid_n, 2)
 centro_com = detector.center_of_mass_mrad(centro_grid[t_show], q_mrad).reshape(grid_n, grid_n, 2)
@@ -396,7 +396,7 @@ for k in com_ks:
 # the K/Na disorder do; as for the Friedel difference, subtracting the paraelectric cell's mean CoM leaves
 # the polar part.
 
-# %%
+# %% tags=["hide-input"]
 mean_com = detector.center_of_mass_mrad(pacbed, q_mrad)  # (8, T, 2)
 centro_mean_com = detector.center_of_mass_mrad(centro_pacbed, q_mrad)  # (T, 2): the K/Na disorder's
 mean_com_polar = mean_com - centro_mean_com[None]
@@ -431,7 +431,7 @@ plotting.com_thickness_figure(mean_com_polar, thicknesses, quantity="polar part 
 # with Poisson statistics; the detector's **point-spread function**; and a readout **background** with
 # **dark noise**. First the dose alone, on the ideal detector:
 
-# %%
+# %% tags=["hide-input"]
 ideal = single_patterns[showcase, t_show]
 dose_series = [acquisition.Acquisition(dose_e_per_pattern=dose, seed=seed).apply(ideal, q_mrad)[0]
                for dose in doses_e_per_pattern]
@@ -450,7 +450,7 @@ plotting.pattern_grid(
 # single pattern. Now the whole detector model, first its geometry alone (rotation, resampling to another
 # calibration and an off-centre zero angle), then with dose, PSF, background and dark noise:
 
-# %%
+# %% tags=["hide-input"]
 full_model = acquisition.Acquisition(**detector_model, seed=seed)
 geometry_model = acquisition.Acquisition(
     **{**detector_model, "dose_e_per_pattern": None, "psf_sigma_px": 0.0, "background_counts": 0.0,
@@ -499,7 +499,7 @@ ds = datasets.open_dataset(dataset_path)
 print(datasets.describe(ds))
 print("same physics as this chapter's simulations:", ds.attrs["parameters"] == spec.as_dict())
 
-# %%
+# %% tags=["hide-input"]
 labels = ds["label"]
 plotting.class_thickness_counts_figure(labels, ds["thickness_nm"])
 
@@ -509,7 +509,7 @@ plotting.class_thickness_counts_figure(labels, ds["thickness_nm"])
 # inclined variant project onto each of them. The random probe aberrations, one draw per probe setting
 # and specimen:
 
-# %%
+# %% tags=["hide-input"]
 plotting.probe_draws_figure(ds["defocus_nm"], ds["astigmatism_nm"], ds["astigmatism_angle_deg"],
                             keys=np.stack([ds["unit"], ds["probe_setting"]], -1))
 
@@ -520,7 +520,7 @@ plotting.probe_draws_figure(ds["defocus_nm"], ds["astigmatism_nm"], ds["astigmat
 # which positions happened to be drawn more than the polarization; with many patterns it approaches the
 # PACBED asymmetry of section 3 (averaged over the thicknesses and aberrations).
 
-# %%
+# %% tags=["hide-input"]
 means, counts = plotting.class_means(ds.group["patterns"], labels)
 ds_sampling = ds.attrs["q_sampling_mrad"]
 print("patterns per class:", dict(zip(conventions.CLASS_NAMES, counts.tolist())))

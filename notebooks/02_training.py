@@ -87,6 +87,7 @@ from polar4d_lib import (
     study,
     training,
 )
+from polar4d_lib.models import neural
 
 chapter_start = time.perf_counter()
 dataset_path = f"data/{profile}.zarr" if dataset_path is None else str(dataset_path)
@@ -130,6 +131,10 @@ print(f"seeds {seeds}; splits {splits}; models {kinds}")
 # 3. **Crop** a square window around that centre (sub-pixel exact, zero-padded outside the detector).
 # 4. **Normalise** each pattern, here per-pattern min–max to [0, 1] as in the paper, so that dose and
 #    thickness change the pattern's contrast, not its scale.
+# 5. **Standardise** each pixel (networks only; PCA-kNN has its own scaler): subtract the mean and divide
+#    by the spread of that pixel over the training patterns (both averaged over the 8 D4 images, spreads
+#    floored at 1 % of their median). The paper stops at step 4; here the weak intensities outside the
+#    bright-field disk, where the polarization shows, would otherwise sit at ~10⁻³ of the input range.
 #
 # The profile's preprocessing parameters:
 
@@ -143,7 +148,7 @@ print(f"dataset sampling {sampling} mrad/px, detector {patterns.shape[1]}×{patt
 # The same four steps by hand, on the first pattern of a few classes, then checked against the
 # `Preprocessor` a model uses. The cyan + on the raw pattern marks the centre found in step 2.
 
-# %%
+# %% tags=["hide-input"]
 example_idx = [int(np.flatnonzero(labels == conventions.class_index(c))[0]) for c in preprocessing_examples]
 raw = patterns[example_idx]
 canvas_all = preprocessing.resample_to(patterns, sampling, pre.sampling_mrad)  # step 1 (all: the centre needs them)
@@ -179,7 +184,7 @@ plotting.preprocessing_steps_figure(
 # detector with `other_detector_sampling_mrad` would record it (count-conserving rebinning of the simulated
 # pattern), and that pattern brought back to the model's sampling by `resample_to`:
 
-# %%
+# %% tags=["hide-input"]
 other = preprocessing.resample_to(raw[0], sampling, other_detector_sampling_mrad)
 back = preprocessing.resample_to(other, other_detector_sampling_mrad, pre.sampling_mrad)
 print(f"total intensity: original {raw[0].sum():.6f}, at {other_detector_sampling_mrad} mrad/px {other.sum():.6f}, "
@@ -191,6 +196,18 @@ plotting.pattern_grid(
      f"resampled to {pre.sampling_mrad} mrad/px ({back.shape[0]} px)"],
     ncols=3, shared_scale=False, colorbar_label="fraction of beam per pixel",
 )
+
+# %% [markdown]
+# Step 5 on the same patterns: the per-pixel mean and spread of the whole dataset after steps 1–4, and what
+# the network receives. The spread is largest at the rim of the bright-field disk and in the dark field,
+# where the probe position and the polarization move intensity around.
+
+# %% tags=["hide-input"]
+x_all = torch.from_numpy(np.ascontiguousarray(pre.transform(patterns, sampling), dtype=np.float32)).unsqueeze(1)
+pixel_mean, pixel_std = neural.input_statistics(x_all)
+standardised = ((x_all[example_idx, 0] - pixel_mean) / pixel_std).numpy()
+display(plotting.standardisation_figure(pixel_mean.numpy(), pixel_std.numpy(), standardised, pre.sampling_mrad,
+                                        [f"{c}, standardised" for c in preprocessing_examples]))
 
 # %% [markdown]
 # ## 2. Training, validation and test parts
@@ -279,7 +296,7 @@ print(f"saved {sum(s == splits[0] for s, _ in fitted)} models to {model_dir}")
 # kept. A validation loss that rises while the training loss keeps falling is over-fitting; early stopping
 # ends training a few epochs after the validation loss stops improving.
 
-# %%
+# %% tags=["hide-input"]
 for split_kind in splits:
     histories = {k: fitted[(split_kind, k)].metadata["history"] for k in kinds_for[split_kind]
                  if k in models.NETWORK_KINDS}
@@ -294,7 +311,7 @@ for split_kind in splits:
 # the physics baseline; each cell the mean ± standard deviation over the seeds (a standard deviation of 0
 # with one seed). Chance is 1/8 of the patterns, 12.5 %. "–" marks a variant not trained on that split.
 
-# %%
+# %% tags=["hide-input"]
 split_titles = {s: f"{s}: {split_objects[s].describe().split(':')[0]}" for s in splits}
 results = {(split_titles[s], kind): per_seed for s in splits for kind, per_seed in scores[s].items()}
 tables = {
@@ -321,7 +338,7 @@ for name, table in tables.items():
 # has seen the axis of the polarization but not its sign — the sign is what only the Friedel asymmetry
 # carries.
 
-# %%
+# %% tags=["hide-input"]
 matrices = {f"{kind} — {s}": evaluation.aggregate(scores[s][kind])["confusion"]
             for s in splits for kind in confusion_kinds if kind in scores[s]}
 if matrices:
@@ -338,7 +355,7 @@ if matrices:
 # network's embeddings are normalised to unit length (the cosine is what the model uses) and reduced to two
 # dimensions by a PCA.
 
-# %%
+# %% tags=["hide-input"]
 embed_split = splits[0]
 held_out = np.isin(np.arange(len(labels)), split_objects[embed_split].test)
 points, axis_labels = {}, {}
@@ -406,7 +423,7 @@ display(pd.DataFrame(rows).round(3))
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 accuracy = {s: {k: float(np.mean([r["accuracy"] for r in v])) for k, v in scores[s].items()} for s in splits}
 lines = []
 for s in splits:
@@ -426,7 +443,8 @@ display(Markdown("\n".join(lines)))
 
 # %% [markdown]
 # * Every model replays the same stored preprocessing — resampling to its angular sampling, one centre per
-#   scan, crop, per-pattern min–max — so it can be given raw patterns at any detector calibration.
+#   scan, crop, per-pattern min–max, and for networks a per-pixel standardisation learnt from the training
+#   patterns — so it can be given raw patterns at any detector calibration.
 # * The headline scores come from specimens (or probe settings) the models never saw; a random split over
 #   patterns puts near-twins of the test patterns into training and is kept only to compare with the paper.
 # * All ten variants and the physics baseline run through one training and one evaluation path, scored on

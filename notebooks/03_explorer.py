@@ -81,7 +81,7 @@ print(spec)
 # probe (the profile's semi-angle and energy, no aberrations) rasters the whole supercell; one PRISM
 # S-matrix per specimen gives every position and every thickness, cached by its parameters.
 
-# %%
+# %% tags=["hide-input"]
 start = time.perf_counter()
 scan_set, truth = scans.simulate_wall_scan(spec)
 names = list(scan_set)
@@ -103,7 +103,7 @@ fig
 #
 # Each model gets the raw scan and replays its own preprocessing. Rows are models, columns thicknesses.
 
-# %%
+# %% tags=["hide-input"]
 predictions = {(kind, name): predict_scan(model, scan_set[name]) for kind, model in fitted.items() for name in names}
 fig = Figure(figsize=(3.2 * len(names) + 1.5, 1.9 * len(fitted) + 0.6), layout="constrained")
 axes = np.atleast_2d(fig.subplots(len(fitted), len(names) + 1, squeeze=False))
@@ -161,7 +161,7 @@ explorer.figure()
 # %% [markdown]
 # ## Summary
 
-# %%
+# %% tags=["hide-input"]
 best = table.groupby("model")["positions right (%)"].mean().sort_values(ascending=False)
 lines = [f"* Across the {len(names)} thicknesses, **{best.index[0]}** gets {best.iloc[0]:.1f} % of the positions "
          f"right (chance {100 / conventions.N_CLASSES:.1f} %); " +

@@ -43,7 +43,7 @@ explorer = json.loads((results_dir / "explorer.json").read_text())
 # %% [markdown]
 # ## Single patterns, held-out specimens and the paper's random split
 
-# %%
+# %% tags=["hide-input"]
 chance = 100 / conventions.N_CLASSES
 lines = []
 for split, per_kind in training["aggregate"].items():
@@ -63,7 +63,7 @@ for name, table in training["tables"].items():
 # %% [markdown]
 # ## A scan across a domain wall
 
-# %%
+# %% tags=["hide-input"]
 scores = pd.DataFrame(explorer["scores"])
 display(scores.round(1))
 mean = scores.groupby("model")["positions right (%)"].mean().sort_values(ascending=False)

@@ -643,6 +643,24 @@ def preprocessing_steps_figure(steps: Sequence[Sequence[np.ndarray]], samplings_
     return fig
 
 
+def standardisation_figure(mean: np.ndarray, std: np.ndarray, standardised: Sequence[np.ndarray],
+                           sampling_mrad: float, titles: Sequence[str], panel_size: float = 2.8) -> Figure:
+    """The per-pixel standardisation of the networks' inputs: the mean and spread maps (Qx, Qy) of the
+    preprocessed training patterns, then standardised patterns on a diverging scale of ±3 spreads."""
+    n = 2 + len(standardised)
+    fig = Figure(figsize=((panel_size + 0.7) * n, panel_size + 0.4), layout="constrained")
+    axes = fig.subplots(1, n)
+    for ax, image, title in ((axes[0], mean, "per-pixel mean"), (axes[1], std, "per-pixel spread")):
+        shown = show_pattern(ax, image, sampling_mrad, log=True, label_y=ax is axes[0])
+        fig.colorbar(shown, ax=ax, shrink=0.8, label="normalised intensity")
+        ax.set_title(title, fontsize=9)
+    for ax, image, title in zip(axes[2:], standardised, titles):
+        shown = show_difference(ax, image, sampling_mrad, vmax=3.0, label_y=False)
+        fig.colorbar(shown, ax=ax, shrink=0.8, label="spreads from the mean")
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
 def learning_curves_figure(histories: dict[str, dict], title: str = "") -> Figure:
     """Per-epoch loss and validation accuracy of each network: ``histories`` maps a kind such as
     ``'cnn-cls'`` to a training history dict (``train_loss``, ``val_loss``, ``val_acc``, ``best_epoch``, as in

@@ -219,6 +219,10 @@ def multislice_patterns(
     return total / len(configs)
 
 
+#: dask chunk size for building an S-matrix: larger than any S-matrix that fits in memory.
+SMATRIX_CHUNK = "64 GB"
+
+
 class PrismSpecimen:
     """One specimen's scattering matrices (one per frozen-phonon configuration, each with a thickness
     series), from which patterns are drawn for any probe positions and aberrations.
@@ -248,7 +252,11 @@ class PrismSpecimen:
                 potential=potential, energy=energy_kev * 1e3,
                 semiangle_cutoff=semiangle_mrad + cutoff_margin_mrad, interpolation=1, downsample=False,
             )
-            self._smatrices.append(smatrix.build().compute())
+            # One dask chunk for the whole S-matrix (it is computed into memory anyway): abTEM 1.0.11 fails
+            # to join an S-matrix with several exit planes that spans more than one chunk ("could not
+            # broadcast (planes, waves, nx, ny) into (planes, waves, nx)"), e.g. 6 × 6 cells, 3 planes.
+            with abtem.config.set({"dask.chunk-size": SMATRIX_CHUNK}):
+                self._smatrices.append(smatrix.build().compute())
 
     @property
     def nbytes(self) -> int:

@@ -30,6 +30,7 @@ class TrainSettings:
 
     max_epochs: int = 20
     batch_size: int = 128
+    lr: float = 2e-4
     patience: int = 5
     seeds: tuple[int, ...] = (888, 1212, 3000, 5000, 7000)
     max_train_patterns: int | None = None
@@ -118,6 +119,7 @@ def make_model(kind: str, settings: TrainSettings, seed: int) -> models.Polariza
             kind, preprocessor=preprocessor, depth=settings.depth.get(encoder),
             augmentation=AugmentationConfig() if settings.augmentation else None,
             max_epochs=settings.max_epochs, batch_size=settings.batch_size, patience=settings.patience, seed=seed,
+            lr=settings.lr,
         )
     if kind == "pca-knn":
         return models.create(kind, preprocessor=preprocessor, seed=seed)

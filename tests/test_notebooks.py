@@ -30,6 +30,8 @@ def test_chapter_has_one_parameters_cell_with_profile(source):
     tagged = [c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "a chapter has exactly one cell tagged 'parameters'"
     assert "profile = " in tagged[0].source
+    hidden = [c for c in notebook.cells if "hide-input" in c.get("metadata", {}).get("tags", [])]
+    assert hidden, "figure-drawing code is folded (hide-input) so that readers see figures first"
 
 
 @pytest.mark.slow

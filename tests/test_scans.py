@@ -33,3 +33,16 @@ def test_scan_4d_is_the_same_by_prism_and_multislice_and_sees_a_vacancy():
     assert change[-1, 1, 1] > 1e-3
     with pytest.raises(ValueError, match="engine"):
         sim.scan_4d(clean.atoms, probe, positions, shape, settings, a, [1.6], engine="bloch")
+
+
+def test_prism_builds_an_s_matrix_larger_than_one_dask_chunk():
+    """abTEM 1.0.11 cannot join a multi-plane S-matrix that spans several dask chunks (128 MB by default);
+    PrismSpecimen builds it as one chunk. 5 × 5 cells, 3 exit planes: about 185 MB."""
+    import abtem
+
+    specimen = knn_supercell(0, 5, 1.6)
+    with abtem.config.set({"dask.chunk-size": "128 MB"}):
+        prism = sim.PrismSpecimen(specimen.atoms, sim.SimulationSettings(), 3.95, [0.79, 1.58])
+    assert prism.nbytes > 128e6
+    patterns = prism.patterns(sim.ProbeSettings(), np.array([[1.0, 1.0]]))
+    assert patterns.shape == (2, 1, 64, 64) and np.isfinite(patterns).all()
