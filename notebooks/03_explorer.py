@@ -31,7 +31,7 @@
 # ```python
 # from polar4d_lib import io, models, widgets
 # scan = io.read_scan("my_scan.h5")                      # or a .npy with q_sampling_mrad=…
-# widgets.ScanExplorer({"my scan": scan}, {"default": models.load_model("data/default_model.pt")})
+# widgets.ScanExplorer({"my scan": scan}, {"cnn-cls": models.load_model("results/default/models/cnn-cls.pt")})
 # ```
 #
 # In this static page the widget shows its saved state and does not react; a static figure of the same
@@ -45,7 +45,7 @@ model_kinds = ["cnn-cls", "resnet-cls", "pca-knn", "physics"]  # models offered 
 wall_overrides = None  # dict overriding the profile's `explore` section (scans.WallScanSpec fields)
 doses = [None, 1e4, 1e3]  # electrons per pattern offered by the explorer (None: noise-free simulation)
 dose_seed = 0  # seed of the Poisson re-counting
-start_position = None  # (x, y) probe position shown first; None → the middle of the first domain
+start_position = None  # (x, y) probe position shown first; None → the centre of the first domain
 
 # %%
 # %matplotlib inline
@@ -147,7 +147,7 @@ print(f"wrote {json_path}")
 
 # %%
 domain_a = np.argwhere(truth[names[0]] == truth[names[0]][0, 0])
-position = tuple(domain_a[len(domain_a) // 2]) if start_position is None else tuple(start_position)
+position = tuple(np.round(domain_a.mean(axis=0)).astype(int)) if start_position is None else tuple(start_position)
 explorer = widgets.ScanExplorer(scan_set, fitted, true_class=truth, doses=doses, seed=dose_seed)
 explorer.select(position=position)
 explorer

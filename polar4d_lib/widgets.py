@@ -55,6 +55,10 @@ def _png(draw: Any, view: _View, size: tuple[float, float]) -> bytes:
     return buffer.getvalue()
 
 
+def _dose_label(dose: float | None) -> str:
+    return "as recorded" if dose is None else f"{dose:.0e} e/pattern"
+
+
 @dataclass
 class _View:
     """What the explorer currently shows."""
@@ -210,8 +214,9 @@ class ScanExplorer:
         self.controls = {
             "scan": widgets.Dropdown(options=list(self.scans), value=view.scan, description="scan"),
             "model": widgets.Dropdown(options=list(self.models), value=view.model, description="model"),
-            "dose": widgets.Dropdown(options=[("as recorded" if d is None else f"{d:.0e} e/pattern", d)
-                                              for d in self.doses], value=view.dose, description="dose"),
+            # labels as values: a Dropdown whose value is None shows no selection at all
+            "dose": widgets.Dropdown(options=[_dose_label(d) for d in self.doses], value=_dose_label(view.dose),
+                                     description="dose"),
             "map_kind": widgets.ToggleButtons(options=list(MAP_KINDS), value=view.map_kind, description="map"),
             "x": widgets.IntSlider(value=view.position[0], min=0, max=rx - 1, description="x (px)"),
             "y": widgets.IntSlider(value=view.position[1], min=0, max=ry - 1, description="y (px)"),
@@ -232,7 +237,8 @@ class ScanExplorer:
         if c["scan"].value != old.scan:  # a scan of another size: keep the position inside it
             rx, ry = self.scans[c["scan"].value].data.shape[:2]
             c["x"].max, c["y"].max = rx - 1, ry - 1
-        self.view = _View(c["scan"].value, c["model"].value, c["dose"].value, c["map_kind"].value,
+        dose = {_dose_label(d): d for d in self.doses}[c["dose"].value]
+        self.view = _View(c["scan"].value, c["model"].value, dose, c["map_kind"].value,
                           (int(c["x"].value), int(c["y"].value)))
         self._redraw(maps=True)
 
@@ -261,8 +267,9 @@ class ScanExplorer:
             for control in c.values():
                 control.unobserve(self._on_change, names="value")
             c["x"].max, c["y"].max = rx - 1, ry - 1
-            for name in ("scan", "model", "dose", "map_kind"):
+            for name in ("scan", "model", "map_kind"):
                 c[name].value = getattr(self.view, name)
+            c["dose"].value = _dose_label(self.view.dose)
             c["x"].value, c["y"].value = self.view.position
             for control in c.values():
                 control.observe(self._on_change, names="value")

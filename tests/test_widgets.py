@@ -43,7 +43,9 @@ def test_explorer_builds_its_widgets_and_follows_the_chosen_view(scan_and_model)
     explorer.controls["x"].value = 0  # a slider moves the probe: the pattern panel is redrawn
     assert explorer.view.position[0] == 0 and explorer.position_image.value != before
     explorer.select(dose=1e4, position=(2, 1), map_kind="confidence")
-    assert explorer.controls["dose"].value == 1e4 and explorer.controls["x"].value == 2
+    assert explorer.controls["dose"].value == "1e+04 e/pattern" and explorer.controls["x"].value == 2
+    explorer.controls["dose"].value = "as recorded"  # every dropdown shows a choice (None would show none)
+    assert explorer.view.dose is None and explorer.controls["dose"].options == ("as recorded", "1e+04 e/pattern")
     recounted = explorer.scan("a", 1e4).data
     np.testing.assert_array_equal(recounted, np.round(recounted))  # counted electrons
     assert abs(recounted.sum(axis=(-2, -1)).mean() / 1e4 - 1) < 0.05
