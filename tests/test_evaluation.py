@@ -187,3 +187,14 @@ def test_evaluate_a_fitted_model_twice_gives_the_same_numbers():
     second = ev.evaluate(model, patterns[80:], labels[80:], SAMPLING)
     assert all(np.array_equal(first[k], second[k]) for k in first)
     assert first["accuracy"] == pytest.approx(np.mean(model.predict(patterns[80:], SAMPLING) == labels[80:]))
+
+
+def test_angles_are_wrapped_into_0_to_360_even_for_tiny_negative_angles():
+    from polar4d_lib.models.base import angle_deg, circular_mean_deg
+
+    tiny = np.array([[1.0, -1e-20], [1.0, 0.0], [0.0, -1.0], [-1.0, -1e-300]])
+    np.testing.assert_allclose(angle_deg(tiny), [0.0, 0.0, 270.0, 180.0])
+    proba = np.zeros((1, 8))
+    proba[0, [0, 7]] = [1.0, 1e-30]  # pulls the mean a hair below 0°
+    angle = circular_mean_deg(proba)
+    assert 0.0 <= angle[0] < 360.0

@@ -92,10 +92,18 @@ class PolarizationModel:
         raise NotImplementedError
 
 
+def angle_deg(vectors: np.ndarray) -> np.ndarray:
+    """Angle (degrees in [0, 360), from +x towards +y) of vectors (..., 2). A tiny negative angle would
+    wrap to exactly 360.0 under ``% 360`` in floating point; it is folded to 0 instead."""
+    vectors = np.asarray(vectors, dtype=float)
+    angle = np.degrees(np.arctan2(vectors[..., 1], vectors[..., 0])) % 360.0
+    return np.where(angle >= 360.0, 0.0, angle)
+
+
 def circular_mean_deg(proba: np.ndarray) -> np.ndarray:
     """Circular mean of the class angles weighted by class probabilities (N, 8), degrees in [0, 360)."""
     angles = np.radians(conventions.CLASS_ANGLES_DEG)
-    return np.degrees(np.arctan2(proba @ np.sin(angles), proba @ np.cos(angles))) % 360.0
+    return angle_deg(np.stack([proba @ np.cos(angles), proba @ np.sin(angles)], axis=-1))
 
 
 def load_model(path: str | os.PathLike) -> PolarizationModel:

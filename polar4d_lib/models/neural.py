@@ -34,7 +34,7 @@ from sklearn.model_selection import train_test_split
 import polar4d_lib
 from polar4d_lib import config, conventions, training
 from polar4d_lib.augmentation import AugmentationConfig, Augmenter, mirror_x, rotate90
-from polar4d_lib.models.base import PolarizationModel, circular_mean_deg, register
+from polar4d_lib.models.base import PolarizationModel, angle_deg, circular_mean_deg, register
 from polar4d_lib.models.networks import (DEFAULT_DEPTH, ENCODERS, HEADS, RESNET_DEPTHS, VGG_DEPTHS, PolarNet,
                                          build_network)
 from polar4d_lib.preprocessing import Preprocessor
@@ -266,7 +266,7 @@ class NeuralModel(PolarizationModel):
 
     def _angle_deg(self, out: np.ndarray) -> np.ndarray:
         if self.head == "reg":
-            return np.degrees(np.arctan2(out[:, 1], out[:, 0])) % 360.0
+            return angle_deg(out)
         return circular_mean_deg(self._proba(out))
 
     def _network_outputs(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:

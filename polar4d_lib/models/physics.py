@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from polar4d_lib import conventions, detector
-from polar4d_lib.models.base import PolarizationModel, register
+from polar4d_lib.models.base import PolarizationModel, angle_deg, register
 from polar4d_lib.preprocessing import Preprocessor
 
 FEATURES = ("com", "friedel")
@@ -189,7 +189,7 @@ class PhysicsBaseline(PolarizationModel):
     def predict_angle_deg(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         """Angle of v (degrees from +x towards +y, 0–360)."""
         v = self.vectors(patterns, sampling_mrad)
-        return np.degrees(np.arctan2(v[:, 1], v[:, 0])) % 360.0
+        return angle_deg(v)
 
     def predict(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         """``class_from_angle`` of the angle of v (int8)."""
