@@ -17,6 +17,9 @@
 # **Overview.** The numbers of this book in one place, read from what the chapters wrote to
 # `results/<profile>/` (`training.json` from **training**, `explorer.json` from **explorer**) — nothing on
 # this page is typed by hand. Rerun a chapter with other parameters and this page follows.
+#
+# **Prerequisites.** Chapters **training** and **explorer** executed for the same profile (`polar4d book`
+# runs them in order).
 
 # %% tags=["parameters"]
 profile = "smoke"  # the profile whose results are summarised
@@ -84,3 +87,9 @@ display(Markdown("\n".join(
 # * The `smoke` profile trains for seconds on a few hundred patterns and tests the machinery only; the
 #   `default` profile (the published book) trains one seed on a few thousand patterns for a few epochs to
 #   fit the 30-minute budget on two cores. See **Limitations**.
+#
+# ## What next
+#
+# The numbers above are single-seed, short-training scores of the `default` profile. The `robust` profile
+# (training data spanning real acquisition conditions, five seeds, full-length training) is what the
+# shipped default model of `polar4d predict` will be chosen from.

@@ -305,6 +305,10 @@ def _run(
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
+    # dask's LocalCluster sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in this process's environment for its
+    # workers and leaves them there: every process started afterwards (e.g. the book's notebook kernels,
+    # whose torch training then ran on one core) would inherit them. Restore the environment afterwards.
+    environ = dict(os.environ)
     if scheduler is None:
         cluster = LocalCluster(n_workers=min(num_workers, len(todo)), threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(scheduler or cluster)
@@ -318,6 +322,8 @@ def _run(
         client.close()
         if cluster is not None:
             cluster.close()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def build(

@@ -350,3 +350,16 @@ def test_spec_overrides_and_profiles():
         assert datasets.spec_for_profile(profile).units()
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         datasets.spec_for_profile("huge")
+
+
+def test_a_local_cluster_build_leaves_the_environment_as_it_was(tmp_path, monkeypatch):
+    """dask's LocalCluster sets OMP_NUM_THREADS=1 (and MKL/OPENBLAS) in the parent for its workers;
+    left there, every process started later (the book's notebook kernels) trained torch on one core."""
+    import os
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    spec = smoke_spec(variants=[0, 4], thicknesses_nm=[0.8], positions_per_setting=2, probe_settings=1)
+    datasets.build(spec, tmp_path / "two.zarr", cache_dir=tmp_path / "cache", num_workers=2)
+    assert dict(os.environ) == before
