@@ -59,7 +59,6 @@ from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
 from polar4d_lib import conventions, models, plotting, scans, study, widgets
-from polar4d_lib.predict import predict_scan
 
 chapter_start = time.perf_counter()
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
@@ -104,7 +103,9 @@ fig
 # Each model gets the raw scan and replays its own preprocessing. Rows are models, columns thicknesses.
 
 # %% tags=["hide-input"]
-predictions = {(kind, name): predict_scan(model, scan_set[name]) for kind, model in fitted.items() for name in names}
+# The explorer of section 4 computes each model's maps once per scan and dose; this section reads them.
+explorer = widgets.ScanExplorer(scan_set, fitted, true_class=truth, doses=doses, seed=dose_seed)
+predictions = {(kind, name): explorer.prediction(name, kind, None) for kind in fitted for name in names}
 fig = Figure(figsize=(3.2 * len(names) + 1.5, 1.9 * len(fitted) + 0.6), layout="constrained")
 axes = np.atleast_2d(fig.subplots(len(fitted), len(names) + 1, squeeze=False))
 for i, kind in enumerate(fitted):
@@ -148,7 +149,6 @@ print(f"wrote {json_path}")
 # %%
 domain_a = np.argwhere(truth[names[0]] == truth[names[0]][0, 0])
 position = tuple(np.round(domain_a.mean(axis=0)).astype(int)) if start_position is None else tuple(start_position)
-explorer = widgets.ScanExplorer(scan_set, fitted, true_class=truth, doses=doses, seed=dose_seed)
 explorer.select(position=position)
 explorer
 

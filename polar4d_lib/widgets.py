@@ -109,6 +109,7 @@ class ScanExplorer:
         self.seed = int(seed)
         self._scan_cache: dict[tuple[str, float | None], Scan] = {}
         self._prediction_cache: dict[tuple[str, str, float | None], Prediction] = {}
+        self._image_cache: dict[tuple[str, float | None], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._widget: widgets.Widget | None = None
         first = next(iter(self.scans))
         rx, ry = shapes[first]
@@ -134,13 +135,22 @@ class ScanExplorer:
             self._prediction_cache[key] = predict_scan(self.models[model], self.scan(name, dose))
         return self._prediction_cache[key]
 
+    def images(self, name: str, dose: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Virtual bright field, annular dark field (Rx, Ry) and centre of mass (Rx, Ry, 2, mrad) of a
+        scan (computed once per scan and dose, not on every move of the probe position)."""
+        key = (name, dose)
+        if key not in self._image_cache:
+            scan = self.scan(name, dose)
+            bf, adf = virtual_images(scan)
+            com = detector.center_of_mass_mrad(scan.data.reshape((-1,) + scan.data.shape[-2:]), scan.require_sampling())
+            self._image_cache[key] = (bf, adf, com.reshape(scan.data.shape[:2] + (2,)))
+        return self._image_cache[key]
+
     # --- drawing --------------------------------------------------------------------------------
     def _draw_maps(self, fig: Any, view: _View) -> None:
         scan = self.scan(view.scan, view.dose)
         prediction = self.prediction(view.scan, view.model, view.dose)
-        bf, adf = virtual_images(scan)
-        com = detector.center_of_mass_mrad(scan.data.reshape((-1,) + scan.data.shape[-2:]), scan.require_sampling())
-        com = com.reshape(scan.data.shape[:2] + (2,))
+        bf, adf, com = self.images(view.scan, view.dose)
         step = scan.scan_step_A or 1.0
         unit = "Å" if scan.scan_step_A else "px"
         extent = (0, scan.data.shape[0] * step, 0, scan.data.shape[1] * step)
@@ -226,7 +236,7 @@ class ScanExplorer:
         self.status = widgets.HTML()
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
-        self._redraw(maps=True)
+        self._redraw()
         row1 = widgets.HBox([self.controls[k] for k in ("scan", "model", "dose")])
         row2 = widgets.HBox([self.controls["map_kind"], self.controls["x"], self.controls["y"]])
         return widgets.VBox([row1, row2, self.maps_image, self.position_image, self.status])
@@ -240,7 +250,7 @@ class ScanExplorer:
         dose = {_dose_label(d): d for d in self.doses}[c["dose"].value]
         self.view = _View(c["scan"].value, c["model"].value, dose, c["map_kind"].value,
                           (int(c["x"].value), int(c["y"].value)))
-        self._redraw(maps=True)
+        self._redraw()
 
     def select(self, **changes: Any) -> "ScanExplorer":
         """Change the view in code (scan=, model=, dose=, map_kind=, position=(x, y)), widgets included."""
@@ -273,12 +283,11 @@ class ScanExplorer:
             c["x"].value, c["y"].value = self.view.position
             for control in c.values():
                 control.observe(self._on_change, names="value")
-            self._redraw(maps=True)
+            self._redraw()
         return self
 
-    def _redraw(self, maps: bool) -> None:
-        if maps:
-            self.maps_image.value = _png(self._draw_maps, self.view, (12.5, 3.4))
+    def _redraw(self) -> None:
+        self.maps_image.value = _png(self._draw_maps, self.view, (12.5, 3.4))
         self.position_image.value = _png(self._draw_position, self.view, (9.0, 3.4))
         prediction = self.prediction(self.view.scan, self.view.model, self.view.dose)
         counts = np.bincount(prediction.class_map[prediction.class_map >= 0].ravel(), minlength=conventions.N_CLASSES)

@@ -52,6 +52,9 @@ def test_explorer_builds_its_widgets_and_follows_the_chosen_view(scan_and_model)
     prediction = explorer.prediction("a", "pca", None)
     assert prediction.class_map.shape == (4, 3) and prediction.probabilities.shape == (4, 3, conventions.N_CLASSES)
     assert "majority class" in explorer.status.value
+    bf, adf, com = explorer.images("a", None)
+    assert com.shape == (4, 3, 2) and explorer.images("a", None)[2] is com  # computed once per scan and dose
+    np.testing.assert_allclose(bf, widgets.virtual_images(scan)[0])
     fig = explorer.figure()
     assert len(fig.subfigs) == 2 and len(fig.subfigs[0].axes) >= 4
 
