@@ -47,8 +47,9 @@ from torchvision.transforms.v2 import functional as F  # noqa: E402
 @dataclass
 class AugmentationConfig:
     """Probabilities and ranges of the training augmentations (defaults: the paper's three; Poisson
-    re-counting and D4 off). Sigmas in px, jitter as a relative factor, noise in normalised intensity,
-    doses in electrons per pattern."""
+    re-counting, D4 and detector field of view off). Sigmas in px, jitter as a relative factor, noise in
+    normalised intensity, doses in electrons per pattern, ``fov_fraction`` the detector's half-width as a
+    fraction of the crop's."""
 
     blur_p: float = 0.5
     blur_sigma_px: tuple[float, float] = (2.0, 5.0)
@@ -59,15 +60,20 @@ class AugmentationConfig:
     poisson_p: float = 0.0
     dose_range: tuple[float, float] = (1e3, 1e5)
     d4: bool = False
+    fov_p: float = 0.0
+    fov_fraction: tuple[float, float] = (0.6, 1.0)
 
     def __post_init__(self) -> None:
-        for name in ("blur_p", "jitter_p", "noise_p", "poisson_p"):
+        for name in ("blur_p", "jitter_p", "noise_p", "poisson_p", "fov_p"):
             value = float(getattr(self, name))
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability and must lie in [0, 1], got {getattr(self, name)!r}")
             setattr(self, name, value)
         self.blur_sigma_px = _range(self.blur_sigma_px, "blur_sigma_px", "px")
         self.dose_range = _range(self.dose_range, "dose_range", "electrons per pattern")
+        self.fov_fraction = _range(self.fov_fraction, "fov_fraction", "fractions of the crop's half-width")
+        if self.fov_fraction[1] > 1:
+            raise ValueError(f"fov_fraction must lie in (0, 1], got {self.fov_fraction}")
         for name in ("jitter", "noise_sigma"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:
@@ -175,6 +181,7 @@ class Augmenter:
         cfg = self.cfg
         if cfg.d4:
             x, y = self._d4(x, y, generator)
+        x = self._fov(x, generator)
         x = self._blur(x, generator)
         x = self._poisson(x, generator)
         x = self._jitter(x, generator)
@@ -205,6 +212,23 @@ class Augmenter:
                     part = mirror_x(x[idx]) if m else x[idx]
                     out[idx] = rotate90(part, k)
         return out, torch.as_tensor(labels, dtype=y.dtype, device=y.device)
+
+    def _fov(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A smaller detector: zero outside a centred square whose half-width is a random fraction of
+        the crop's (what the crop's zero padding gives for a detector that sees less than the model)."""
+        cfg = self.cfg
+        chosen = self._chosen(len(x), cfg.fov_p, g)
+        fraction = self._uniform(len(x), *cfg.fov_fraction, g)
+        if not chosen.any():
+            return x
+        h, w = x.shape[-2:]
+        ix = (torch.arange(h, device=x.device) - h // 2).abs().view(-1, 1)
+        iy = (torch.arange(w, device=x.device) - w // 2).abs().view(1, -1)
+        out = x.clone()
+        for i in torch.nonzero(chosen).flatten().tolist():
+            half = float(fraction[i]) * (min(h, w) / 2)
+            out[i] = x[i] * ((ix <= half) & (iy <= half)).to(x.dtype)
+        return out
 
     def _blur(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         cfg = self.cfg

@@ -100,8 +100,9 @@ def read_scan(
     energy_kev: float | None = None,
     semiangle_mrad: float | None = None,
     scan_rotation_deg: float | None = None,
+    scan_step_A: float | None = None,
 ) -> Scan:
-    """Read a scan; flags (not None) override the file's calibration."""
+    """Read a scan; flags (not None) override the file's calibration (scan step in Å)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no file at {path}; check the path")
@@ -123,6 +124,10 @@ def read_scan(
         scan.semiangle_mrad = float(semiangle_mrad)
     if scan_rotation_deg is not None:
         scan.scan_rotation_deg = float(scan_rotation_deg)
+    if scan_step_A is not None:
+        if not scan_step_A > 0:
+            raise ValueError(f"--scan-step-A must be a length in Å > 0, got {scan_step_A}")
+        scan.scan_step_A = float(scan_step_A)
     return scan
 
 

@@ -2,7 +2,10 @@
 
 The model replays its own preprocessing (resampling from the scan's angular sampling to the model's,
 centring, crop, normalisation); this module undoes the scan rotation, runs the model over the scan and
-shapes the maps. ``scan_rotation_deg`` R is the rotation of the recorded patterns relative to the scan
+shapes the maps. A model trained on position-averaged patterns (``Preprocessor.average_window_A``) sees
+every pattern averaged with its neighbours over that window (:mod:`polar4d_lib.pacbed`); the window in
+probe positions comes from the scan step, else from the lattice seen in the scan, or ``window_px``.
+``scan_rotation_deg`` R is the rotation of the recorded patterns relative to the scan
 frame (the acquisition model's ``rotate_scan(patterns, R)``), so the patterns are rotated by −R first.
 """
 
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import acquisition
+from polar4d_lib import acquisition, pacbed
 from polar4d_lib.io import Scan
 
 
@@ -28,17 +31,32 @@ class Prediction:
     metadata: dict[str, Any]
 
 
-def predict_scan(model: Any, scan: Scan, abstain_below: float | None = None) -> Prediction:
+def averaging_window(model: Any, scan: Scan, window_px: int | None = None) -> tuple[int, str]:
+    """Probe positions per side over which ``model`` wants the patterns of ``scan`` averaged, and why:
+    ``window_px`` if given, 1 for a single-pattern model, else :func:`pacbed.window_px`."""
+    if window_px is not None:
+        n = pacbed._check_window(window_px)
+        return n, f"{n} × {n} positions (given)"
+    window_A = getattr(model.preprocessor, "average_window_A", None)
+    if window_A is None:
+        return 1, "single patterns (the model was trained on single patterns)"
+    return pacbed.window_px(window_A, scan.scan_step_A, scan.data)
+
+
+def predict_scan(model: Any, scan: Scan, abstain_below: float | None = None, window_px: int | None = None) -> Prediction:
     """Run ``model`` (a fitted PolarizationModel) over every pattern of ``scan``.
 
     Patterns whose highest class probability is below ``abstain_below`` get class −1 (abstained):
-    not every probe position carries enough information to be classified.
+    not every probe position carries enough information to be classified. ``window_px`` overrides the
+    position-averaging window (:func:`averaging_window`; 1 = none).
     """
     sampling = scan.require_sampling()
     if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
         raise ValueError(f"--abstain-below must be a probability in [0, 1], got {abstain_below}")
     rx, ry, qx, qy = scan.data.shape
-    patterns = scan.data.reshape(rx * ry, qx, qy)
+    window, window_note = averaging_window(model, scan, window_px)
+    data = pacbed.average_scan(scan.data, window) if window > 1 else scan.data
+    patterns = data.reshape(rx * ry, qx, qy)
     if scan.scan_rotation_deg:
         patterns = acquisition.rotate_scan(patterns, -scan.scan_rotation_deg)
     proba, classes, angle = model.predict_maps(patterns, sampling)
@@ -58,6 +76,9 @@ def predict_scan(model: Any, scan: Scan, abstain_below: float | None = None) -> 
         "semiangle_mrad": scan.semiangle_mrad,
         "scan_rotation_deg": scan.scan_rotation_deg,
         "abstain_below": abstain_below,
+        "scan_step_A": scan.scan_step_A,
+        "average_window_px": window,
+        "averaging": window_note,
         "notes": scan.notes,
     }
     return Prediction(classes.reshape(rx, ry), proba.reshape(rx, ry, -1), angle.reshape(rx, ry), metadata)

@@ -257,7 +257,9 @@ class Preprocessor:
     'dataset' (paper: the mean bright-pixel centroid of all patterns passed in one call, so pass a
     whole scan at once), 'pattern' (per-pattern bright-field disk centre) or 'nominal' (``n // 2``);
     ``bright_percentile`` the percentile defining bright pixels; ``normalize`` one of
-    ``NORMALIZATIONS`` (see :func:`normalize`).
+    ``NORMALIZATIONS`` (see :func:`normalize`). ``average_window_A`` (Å, None = single patterns): the
+    model was trained on position-averaged patterns (PACBED over about this length of probe positions,
+    :mod:`polar4d_lib.pacbed`), so a scan is averaged over that window before :meth:`transform`.
     """
 
     sampling_mrad: float = 1.5
@@ -265,6 +267,7 @@ class Preprocessor:
     center: str = "dataset"
     bright_percentile: float = 95.0
     normalize: str = "minmax"
+    average_window_A: float | None = None
 
     def __post_init__(self) -> None:
         self.sampling_mrad = detector.check_sampling(self.sampling_mrad, "Preprocessor.sampling_mrad")
@@ -276,6 +279,11 @@ class Preprocessor:
         self.bright_percentile = _check_percentile(self.bright_percentile)
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"Preprocessor.normalize {self.normalize!r} unknown; use one of {', '.join(NORMALIZATIONS)}")
+        if self.average_window_A is not None:
+            w = self.average_window_A
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+                raise ValueError(f"Preprocessor.average_window_A must be a length in Å > 0 or None, got {w!r}")
+            self.average_window_A = float(w)
 
     def transform(self, patterns: np.ndarray, sampling_mrad: float | None) -> np.ndarray:
         """Raw patterns (N, Qx, Qy) or (Qx, Qy) at ``sampling_mrad`` (mrad/px) → float32

@@ -200,3 +200,19 @@ def test_bad_batches_are_rejected():
                           ((x, y[:2]), "integer tensor"), ((x * float("nan"), y), "NaN")]:
         with pytest.raises(ValueError, match=message):
             aug(*args, g)
+
+
+def test_field_of_view_zeroes_outside_a_centred_square_and_keeps_labels():
+    x = torch.ones(6, 1, 32, 32)
+    y = torch.arange(6)
+    cfg = AugmentationConfig(**{**OFF, "fov_p": 1.0, "fov_fraction": (0.5, 0.5)})
+    out, labels = Augmenter(cfg)(x, y, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(labels, y)
+    inside = torch.zeros(32, 32)
+    inside[8:25, 8:25] = 1.0  # |i − 16| ≤ 8
+    for image in out[:, 0]:
+        torch.testing.assert_close(image, inside)
+    untouched, _ = Augmenter(AugmentationConfig(**{**OFF, "fov_p": 0.0}))(x, y, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(untouched, x)
+    with pytest.raises(ValueError, match="fov_fraction"):
+        AugmentationConfig(fov_fraction=(0.5, 1.5))

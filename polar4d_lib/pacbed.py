@@ -1,0 +1,158 @@
+"""Position-averaged convergent-beam electron diffraction (PACBED) over a window of probe positions.
+
+A single pattern of a sub-ångström probe mostly shows where the probe sits relative to the atomic
+columns; the polar displacement is a small asymmetry on top, and at some probe positions it is not
+visible at all (the periodic misclassifications of the paper). The mean of the patterns over one unit
+cell of probe positions removes the position dependence and keeps the polarity (LeBeau et al. 2010,
+PACBED). A model trained on such averages (``Preprocessor.average_window_A``) is applied to a scan by
+replacing every pattern with the mean of the ``n × n`` positions around it, ``n`` = the window over the
+scan step; the class map keeps the scan's pixels, its resolution becomes the window.
+
+- :func:`average_scan`: the sliding ``n × n`` mean over the scan axes (windows shrink at the edges).
+- :func:`lattice_period_px`: the scan's lattice period in probe positions, from the autocorrelation of a
+  virtual dark-field image, for files whose scan step is unknown.
+- :func:`window_px`: the window in positions for a scan (from its step, else its lattice, else 1).
+- :func:`group_averages`: training averages of random subsets of simulated patterns that share a
+  specimen, thickness and probe (a dataset's positions are random, not a grid).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+#: A lattice counts as seen when the autocorrelation of the dark-field image at one period reaches this
+#: fraction of its value at zero lag (a perfect lattice gives 1, noise ~0).
+MIN_LATTICE_CORRELATION = 0.3
+
+
+def _check_window(window: int) -> int:
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"the averaging window is a number of probe positions ≥ 1, got {window!r}")
+    return int(window)
+
+
+def average_scan(data: np.ndarray, window: int) -> np.ndarray:
+    """Each pattern of a scan (Rx, Ry, Qx, Qy) replaced by the mean of the ``window × window`` probe
+    positions centred on it (fewer at the scan's edges: the mean of those inside). float32."""
+    data = np.asarray(data)
+    if data.ndim != 4:
+        raise ValueError(f"position averaging needs a 4D scan (Rx, Ry, Qx, Qy), got shape {data.shape}")
+    n = _check_window(window)
+    out = np.asarray(data, dtype=np.float32)
+    if n == 1:
+        return out.copy()
+    ones = np.ones(data.shape[:2], dtype=np.float64)
+    for axis in (0, 1):
+        out = ndimage.uniform_filter1d(out, n, axis=axis, mode="constant", cval=0.0)
+        ones = ndimage.uniform_filter1d(ones, n, axis=axis, mode="constant", cval=0.0)
+    return (out / ones[:, :, None, None]).astype(np.float32)
+
+
+def dark_field_image(data: np.ndarray) -> np.ndarray:
+    """A calibration-free virtual dark-field image (Rx, Ry): the intensity in the detector pixels that
+    are dark (below 20 % of the maximum) in the scan's mean pattern, i.e. outside the bright-field disk."""
+    mean = np.asarray(data, dtype=np.float64).mean(axis=(0, 1))
+    dark = (mean < 0.2 * mean.max()).astype(np.float64)
+    return np.tensordot(np.asarray(data, dtype=np.float64), dark, axes=([2, 3], [0, 1]))
+
+
+def _autocorrelation(image: np.ndarray) -> np.ndarray:
+    """Normalised linear autocorrelation (lags ≥ 0 along both axes), 1 at zero lag."""
+    f = image - image.mean()
+    shape = [2 * s for s in f.shape]
+    spectrum = np.fft.rfft2(f, shape)
+    acf = np.fft.irfft2(spectrum * spectrum.conj(), shape)[: f.shape[0], : f.shape[1]]
+    overlap = np.outer(np.arange(f.shape[0], 0, -1), np.arange(f.shape[1], 0, -1))
+    acf = acf / overlap
+    return acf / acf[0, 0] if acf[0, 0] > 0 else np.zeros_like(acf)
+
+
+def lattice_period_px(data: np.ndarray) -> float | None:
+    """The lattice period of a scan in probe positions (mean over x and y), or None where no lattice
+    shows: the first lag (≥ 2 positions, ≤ half the scan) at which the autocorrelation of
+    :func:`dark_field_image` has a local maximum above ``MIN_LATTICE_CORRELATION`` and at least 80 % of
+    the highest such maximum (whole multiples of the period are maxima too)."""
+    image = dark_field_image(data)
+    if min(image.shape) < 4 or not np.ptp(image) > 0:
+        return None
+    acf = _autocorrelation(image)
+    periods = []
+    for profile in (acf[:, 0], acf[0, :]):
+        lags = np.arange(2, len(profile) // 2 + 1)
+        if len(lags) == 0:
+            return None
+        peaks = [lag for lag in lags if profile[lag] >= profile[lag - 1] and
+                 (lag + 1 >= len(profile) or profile[lag] >= profile[lag + 1])]
+        peaks = [lag for lag in peaks if profile[lag] >= MIN_LATTICE_CORRELATION]
+        if not peaks:
+            return None
+        best = max(profile[lag] for lag in peaks)  # multiples of the period peak about as high: take the first
+        periods.append(float(next(lag for lag in peaks if profile[lag] >= 0.8 * best)))
+    return float(np.mean(periods))
+
+
+def window_px(window_A: float, scan_step_A: float | None = None, data: np.ndarray | None = None) -> tuple[int, str]:
+    """Probe positions per side of the averaging window for a scan, and how it was found: from the scan
+    step (Å) when known, else from the lattice seen in ``data`` (one period ≈ one cell), else 1."""
+    if not (isinstance(window_A, (int, float)) and math.isfinite(window_A) and window_A > 0):
+        raise ValueError(f"the averaging window is a length in Å > 0, got {window_A!r}")
+    if scan_step_A is not None:
+        if not (math.isfinite(scan_step_A) and scan_step_A > 0):
+            raise ValueError(f"scan step must be a length in Å > 0, got {scan_step_A!r}; pass --scan-step-A")
+        n = max(1, round(window_A / scan_step_A))
+        return n, f"{n} × {n} positions ({window_A:g} Å at a {scan_step_A:g} Å step)"
+    if data is not None:
+        period = lattice_period_px(data)
+        if period is not None:
+            n = max(1, round(period))
+            return n, f"{n} × {n} positions (scan step unknown; one lattice period of the scan, {period:.1f} positions)"
+    return 1, ("single patterns (scan step unknown and no lattice seen in the scan): pass --scan-step-A "
+               "for position averaging")
+
+
+def group_averages(
+    patterns: np.ndarray, groups: np.ndarray, sizes: Sequence[int], n: int, seed: int,
+    labels: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` means of random subsets of patterns (N, Qx, Qy) that share a group, the subset size drawn
+    uniformly from ``sizes`` = (low, high) (capped at the group's size), the group drawn uniformly.
+    Returns the averages (n, Qx, Qy) float32 and the index of a member of each (to carry labels)."""
+    patterns = np.asarray(patterns)
+    groups = np.asarray(groups)
+    if groups.shape != (len(patterns),):
+        raise ValueError(f"groups must hold one value per pattern, shape ({len(patterns)},), got {groups.shape}")
+    low, high = (int(s) for s in sizes)
+    if not 1 <= low <= high:
+        raise ValueError(f"subset sizes are (low, high) with 1 ≤ low ≤ high, got {tuple(sizes)}")
+    if labels is not None:
+        for g in np.unique(groups):
+            if len(np.unique(np.asarray(labels)[groups == g])) > 1:
+                raise ValueError(f"group {g} mixes classes; average only patterns of one specimen and probe")
+    rng = np.random.default_rng(seed)
+    names, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == i) for i in range(len(names))]
+    out = np.empty((int(n),) + patterns.shape[1:], dtype=np.float32)
+    first = np.empty(int(n), dtype=np.int64)
+    for i in range(int(n)):
+        m = members[rng.integers(len(members))]
+        k = min(int(rng.integers(low, high + 1)), len(m))
+        chosen = rng.choice(m, k, replace=False)
+        out[i] = patterns[chosen].mean(axis=0)
+        first[i] = chosen[0]
+    return out, first
+
+
+def full_group_averages(patterns: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of every group's patterns (G, Qx, Qy) and the index of a member of each."""
+    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    out = np.empty((len(names),) + np.asarray(patterns).shape[1:], dtype=np.float32)
+    first = np.empty(len(names), dtype=np.int64)
+    for i in range(len(names)):
+        m = np.flatnonzero(inverse == i)
+        out[i] = np.asarray(patterns)[m].mean(axis=0)
+        first[i] = m[0]
+    return out, first

@@ -1,0 +1,134 @@
+"""Position averaging (PACBED windows): sliding means over scans, the lattice period of a scan, the
+window a model asks for, training averages of simulated groups, and prediction through a window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from polar4d_lib import cli, io, pacbed, study
+from polar4d_lib.datasets import open_dataset
+from polar4d_lib.models import load_model
+from polar4d_lib.predict import predict_scan
+
+
+def lattice_scan(rx: int, ry: int, period: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A scan whose patterns are a bright disk and a dark ring; the ring's intensity is high on the
+    'atomic columns' of a square lattice of ``period`` positions (rx, ry, 16, 16)."""
+    q = np.arange(16) - 8
+    r = np.hypot(q[:, None], q[None, :])
+    disk, ring = (r <= 3).astype(float), ((r > 4) & (r <= 7)).astype(float)
+    x, y = np.meshgrid(np.arange(rx), np.arange(ry), indexing="ij")
+    column = np.exp(-(((x % period) ** 2 + (y % period) ** 2) / 1.0))
+    data = disk + 0.01 * ring * (1 + 4 * column)[:, :, None, None]
+    if noise:
+        data = data + noise * np.random.default_rng(seed).standard_normal(data.shape)
+    return data.astype(np.float32)
+
+
+def test_average_scan_is_the_window_mean_with_shrinking_edges():
+    data = np.zeros((5, 6, 2, 2), np.float32)
+    data[2, 3] = 9.0
+    out = pacbed.average_scan(data, 3)
+    assert out.shape == data.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out[1:4, 2:5], 1.0)  # the 3 × 3 windows that contain (2, 3)
+    assert out[0, 0].max() == 0.0 and out[4, 5].max() == 0.0
+    ramp = np.broadcast_to(np.arange(5, dtype=np.float32)[:, None, None, None], (5, 6, 2, 2))
+    edge = pacbed.average_scan(ramp, 3)
+    assert edge[0, 0, 0, 0] == pytest.approx(0.5)  # mean of rows 0 and 1 only: nothing outside the scan counts
+    assert edge[2, 0, 0, 0] == pytest.approx(2.0)
+    np.testing.assert_array_equal(pacbed.average_scan(data, 1), data)
+
+
+def test_average_scan_keeps_total_intensity_of_a_uniform_scan_and_refuses_bad_input():
+    data = np.random.default_rng(1).random((1, 1, 4, 4)).astype(np.float32) * np.ones((6, 6, 1, 1), np.float32)
+    np.testing.assert_allclose(pacbed.average_scan(data, 4), data, rtol=1e-6)
+    with pytest.raises(ValueError, match="4D scan"):
+        pacbed.average_scan(data[0], 2)
+    with pytest.raises(ValueError, match="≥ 1"):
+        pacbed.average_scan(data, 0)
+
+
+@pytest.mark.parametrize("period", [3, 4, 7])
+def test_lattice_period_is_found_in_a_noisy_scan(period):
+    assert pacbed.lattice_period_px(lattice_scan(32, 28, period, noise=0.002)) == pytest.approx(period)
+
+
+def test_no_lattice_in_noise_or_a_flat_scan():
+    flat = lattice_scan(24, 24, 1000)
+    assert pacbed.lattice_period_px(flat) is None
+    noise = flat + 0.01 * np.random.default_rng(3).standard_normal(flat.shape).astype(np.float32)
+    assert pacbed.lattice_period_px(noise) is None
+
+
+def test_window_from_step_then_lattice_then_single_patterns():
+    assert pacbed.window_px(3.95, 0.4)[0] == 10
+    assert pacbed.window_px(3.95, 5.0)[0] == 1
+    n, how = pacbed.window_px(3.95, None, lattice_scan(32, 32, 5))
+    assert n == 5 and "lattice" in how
+    n, how = pacbed.window_px(3.95, None, lattice_scan(24, 24, 1000))
+    assert n == 1 and "--scan-step-A" in how
+    with pytest.raises(ValueError, match="scan step"):
+        pacbed.window_px(3.95, -1.0)
+
+
+def test_group_averages_mix_only_one_group():
+    groups = np.repeat([10, 20, 30], 5)
+    patterns = np.repeat(groups[:, None, None], 3, axis=1).repeat(3, axis=2).astype(np.float32)
+    patterns += np.tile(np.arange(5), 3)[:, None, None] * 0.1  # members differ within a group
+    labels = np.repeat([0, 3, 6], 5)
+    x, first = pacbed.group_averages(patterns, groups, (2, 4), 50, seed=1, labels=labels)
+    assert x.shape == (50, 3, 3) and x.dtype == np.float32
+    group_of_average = np.round(x[:, 0, 0] / 10) * 10
+    np.testing.assert_array_equal(group_of_average, groups[first])
+    assert np.all((x[:, 0, 0] - groups[first] >= 0.05 - 1e-6) & (x[:, 0, 0] - groups[first] <= 0.35 + 1e-6))
+    again, _ = pacbed.group_averages(patterns, groups, (2, 4), 50, seed=1)
+    np.testing.assert_array_equal(x, again)
+    full, first = pacbed.full_group_averages(patterns, groups)
+    np.testing.assert_allclose(full[:, 0, 0], [10.2, 20.2, 30.2], rtol=1e-6)
+    np.testing.assert_array_equal(labels[first], [0, 3, 6])
+    with pytest.raises(ValueError, match="mixes classes"):
+        pacbed.group_averages(patterns, groups, (1, 2), 5, seed=0, labels=np.arange(15) % 8)
+    with pytest.raises(ValueError, match="low ≤ high"):
+        pacbed.group_averages(patterns, groups, (3, 2), 5, seed=0)
+
+
+def test_a_model_trained_on_averages_records_its_window_and_predict_uses_it(smoke_dataset, tmp_path, capsys):
+    model_path = tmp_path / "avg.npz"
+    code = cli.main(["train", "--data", str(smoke_dataset.path), "--model", "pca-knn", "--profile", "smoke",
+                     "--set", "averages={window_A: 3.95, sizes: [2, 4], n: 300}", "--out", str(model_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    model = load_model(model_path)
+    assert model.preprocessor.average_window_A == pytest.approx(3.95)
+    assert model.metadata["train_settings"]["averages"]["n"] == 300
+    ds = open_dataset(smoke_dataset.path)
+    patterns = ds["patterns"][:36].reshape(6, 6, *ds["patterns"].shape[1:])
+    scan = io.Scan(patterns, float(ds.attrs["q_sampling_mrad"]), scan_step_A=1.975, source="smoke")
+    prediction = predict_scan(model, scan)
+    assert prediction.metadata["average_window_px"] == 2
+    expected = model.predict(pacbed.average_scan(patterns, 2).reshape(36, *patterns.shape[2:]), scan.q_sampling_mrad)
+    np.testing.assert_array_equal(prediction.class_map.ravel(), expected)
+    single = predict_scan(model, scan, window_px=1)
+    assert single.metadata["average_window_px"] == 1
+    np.testing.assert_array_equal(single.class_map.ravel(), model.predict(patterns.reshape(36, *patterns.shape[2:]),
+                                                                          scan.q_sampling_mrad))
+    np.save(tmp_path / "scan.npy", patterns)
+    code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "p.npz"), "--model",
+                     str(model_path), "--q-pixel-size-mrad", str(scan.q_sampling_mrad), "--scan-step-A", "0.9875"])
+    out = capsys.readouterr().out
+    assert code == 0 and "4 × 4 positions" in out
+    assert io.read_predictions(tmp_path / "p.npz")["metadata"]["average_window_px"] == 4
+
+
+def test_averaged_test_parts_are_whole_groups(smoke_dataset):
+    ds = open_dataset(smoke_dataset.path)
+    settings = study.TrainSettings.for_profile("smoke", {"averages": {"sizes": [1, 3], "n": 40}})
+    split = study.make_split(ds, "blocked", 888)
+    (x, y), val, (xt, yt) = study.averaged_parts(ds, split, split.train, settings, 888)
+    groups = study.position_groups(ds)
+    assert x.shape == (40,) + ds["patterns"].shape[1:] and len(y) == 40
+    assert len(xt) == len(np.unique(groups[split.test]))
+    for g, label in zip(np.unique(groups[split.test]), yt):
+        members = split.test[groups[split.test] == g]
+        assert set(ds["label"][members]) == {label}
