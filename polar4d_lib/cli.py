@@ -1,4 +1,4 @@
-"""The ``polar4d`` command: ``simulate``, ``info`` and ``book``.
+"""The ``polar4d`` command: ``simulate``, ``info``, ``train``, ``predict``, ``default-model`` and ``book``.
 
 Errors a user can fix (bad arguments, missing or foreign files) end in one line on stderr naming the
 problem and the fix, and exit status 2.
@@ -7,6 +7,7 @@ problem and the fix, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,8 +18,16 @@ import yaml
 from polar4d_lib import config
 
 
-#: The shipped default model (see data/MODEL_CARD.md once it exists).
+#: The shipped default model (data/MODEL_CARD.md says how it was made); .pt for a network, .npz otherwise.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "data" / "default_model.pt"
+
+
+def default_model_path() -> Path:
+    """The shipped default model file (whichever of .pt / .npz exists; the .pt name if neither)."""
+    for path in (DEFAULT_MODEL, DEFAULT_MODEL.with_suffix(".npz")):
+        if path.exists():
+            return path
+    return DEFAULT_MODEL
 
 
 class UsageError(Exception):
@@ -85,6 +94,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_model(args: argparse.Namespace) -> int:
+    from polar4d_lib.default_model import build_default_model
+
+    out = Path(args.out)
+    if out.suffix not in (".pt", ".npz"):
+        raise UsageError(f"--out {out.name} must end in .pt (a network) or .npz (pca-knn, physics)")
+    command = "polar4d " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    model, numbers = build_default_model(args.data, args.profile, out, seed=args.seed, candidates=args.candidates,
+                                         command=command, card=args.card)
+    chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])["realistic"]
+    print(f"chose {model.kind}: {100 * chosen['mean_share_correct']:.1f} % of patterns right on {chosen['scans']} realistic "
+          f"scans, majority right on {100 * chosen['majority_correct']:.0f} %; wrote {numbers['model']} and its model card")
+    return 0
+
+
 def _network_kinds() -> tuple[str, ...]:
     from polar4d_lib.models import NETWORK_KINDS
 
@@ -99,14 +123,16 @@ def _predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".npz", ".h5"):
         raise UsageError(f"--out {out.name} must end in .npz or .h5")
-    model_path = Path(args.model) if args.model else DEFAULT_MODEL
+    model_path = Path(args.model) if args.model else default_model_path()
     if not model_path.exists():
         raise FileNotFoundError(
             f"no model at {model_path}; pass --model PATH (train one with `polar4d train`)"
         )
     scan = io.read_scan(args.input, q_sampling_mrad=args.q_pixel_size_mrad, energy_kev=args.energy_kev,
-                        semiangle_mrad=args.semiangle_mrad, scan_rotation_deg=args.scan_rotation_deg)
-    prediction = predict_scan(load_model(model_path), scan, abstain_below=args.abstain_below)
+                        semiangle_mrad=args.semiangle_mrad, scan_rotation_deg=args.scan_rotation_deg,
+                        scan_step_A=args.scan_step_a)
+    prediction = predict_scan(load_model(model_path), scan, abstain_below=args.abstain_below,
+                              window_px=args.window_px)
     io.write_predictions(out, prediction.class_map, prediction.probabilities, prediction.angle_deg,
                          prediction.metadata)
     png = out.with_suffix(".png")
@@ -118,7 +144,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     majority = CLASS_NAMES[int(counts.argmax())] if counts.sum() else "none"
     print(f"wrote {out} and {png}: {scan.data.shape[0]}×{scan.data.shape[1]} positions, majority class {majority}, "
-          f"{int((prediction.class_map < 0).sum())} abstained")
+          f"{int((prediction.class_map < 0).sum())} abstained; averaged over {prediction.metadata['averaging']}")
     return 0
 
 
@@ -179,8 +205,22 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--semiangle-mrad", type=float, default=None)
     pr.add_argument("--q-pixel-size-mrad", type=float, default=None, help="detector sampling (mrad/px)")
     pr.add_argument("--scan-rotation-deg", type=float, default=None)
+    pr.add_argument("--scan-step-A", dest="scan_step_a", type=float, default=None,
+                    help="probe step (Å); sets the position-averaging window of a PACBED model (default: from the file, "
+                         "else from the lattice seen in the scan)")
+    pr.add_argument("--window-px", type=int, default=None,
+                    help="average each pattern with its neighbours over N × N positions (overrides the model's window; 1 = none)")
     pr.add_argument("--abstain-below", type=float, default=None, help="class −1 where the top probability is lower")
     pr.set_defaults(func=_predict)
+
+    dm = sub.add_parser("default-model", help="train the candidates, keep the most robust on realistic scans, write a model card")
+    dm.add_argument("--data", required=True, help="a dataset (.zarr) from polar4d simulate (the robust profile's)")
+    dm.add_argument("--profile", choices=["smoke", "robust"], default="robust")
+    dm.add_argument("--seed", type=int, default=888)
+    dm.add_argument("--candidates", nargs="+", default=["cnn-cls", "pca-knn", "physics"], metavar="KIND")
+    dm.add_argument("--out", required=True, help="model file (.pt; .npz if pca-knn or physics wins); MODEL_CARD.md goes beside it")
+    dm.add_argument("--card", default=None, help="model card path (default: MODEL_CARD.md beside --out)")
+    dm.set_defaults(func=_default_model)
 
     bk = sub.add_parser("book", help="run the notebooks for a profile with papermill and build the book")
     bk.add_argument("--profile", choices=["smoke", "default", "robust", "paper"], default="default")
@@ -193,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except (UsageError, ValueError, KeyError, FileNotFoundError) as error:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import config, conventions, evaluation, models
+from polar4d_lib import config, conventions, evaluation, models, pacbed
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.augmentation import AugmentationConfig
 from polar4d_lib.datasets import Dataset, load_profile, open_dataset
@@ -35,20 +35,46 @@ class TrainSettings:
     seeds: tuple[int, ...] = (888, 1212, 3000, 5000, 7000)
     max_train_patterns: int | None = None
     depth: dict[str, int] = field(default_factory=lambda: {"resnet": 18, "vgg": 11})
-    augmentation: bool = False
+    #: False, True (the paper's three) or AugmentationConfig fields (e.g. ``{d4: true, poisson_p: 0.5}``).
+    augmentation: bool | dict[str, Any] = False
     com_filter: bool = False
     preprocessor: dict[str, Any] = field(default_factory=dict)
     #: Variants also trained on the paper's random split (None: all); the book's profiles keep it short.
     random_split_kinds: tuple[str, ...] | None = None
+    #: Train and test on position-averaged patterns (PACBED, :mod:`polar4d_lib.pacbed`): ``window_A`` (Å)
+    #: the model records for scans, ``sizes`` [low, high] patterns per training average, ``n`` averages
+    #: drawn for training (a tenth as many for validation), ``detectors`` true to record the training and
+    #: validation averages on random detectors of the profile's ``realistic`` ranges
+    #: (:func:`polar4d_lib.robustness.record_on_detectors`). None: single patterns.
+    averages: dict[str, Any] | None = None
+
+    def augmentation_config(self) -> AugmentationConfig | None:
+        """The augmentation of networks' training batches, or None."""
+        if isinstance(self.augmentation, dict):
+            return AugmentationConfig.from_dict(self.augmentation)
+        return AugmentationConfig() if self.augmentation else None
+
+    def preprocessor_for(self) -> Preprocessor:
+        """The profile's preprocessing, with the averaging window when training on averages."""
+        values = dict(self.preprocessor)
+        if self.averages is not None:
+            values["average_window_A"] = float(self.averages.get("window_A", 3.95))
+        return Preprocessor(**values)
 
     @classmethod
-    def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None) -> "TrainSettings":
-        values = {**load_profile(profile, "train"), **(overrides or {})}
+    def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None, stage: str = "train") -> "TrainSettings":
+        """The ``stage`` section of a profile ('train' for the study, 'default_model' for the shipped
+        model) with dotted-free overrides."""
+        values = {**load_profile(profile, stage), **(overrides or {})}
         config.check_known_keys(values, cls.__dataclass_fields__, "training setting", KeyError)
         if "seeds" in values:
             values["seeds"] = tuple(int(s) for s in values["seeds"])
         if values.get("random_split_kinds") is not None:
             values["random_split_kinds"] = tuple(values["random_split_kinds"])
+        if values.get("averages") is not None:
+            averages = dict(values["averages"])
+            config.check_known_keys(averages, {"window_A", "sizes", "n", "detectors"}, "averages setting", KeyError)
+            values["averages"] = averages
         return cls(**values)
 
 
@@ -112,18 +138,21 @@ def make_split(dataset: Dataset, kind: str, seed: int) -> Split:
 
 def make_model(kind: str, settings: TrainSettings, seed: int) -> models.PolarizationModel:
     """A new model of ``kind`` with the profile's sizes."""
-    preprocessor = Preprocessor(**settings.preprocessor)
+    preprocessor = settings.preprocessor_for()
     if kind in models.NETWORK_KINDS:
         encoder = kind.split("-")[0]
         return models.create(
             kind, preprocessor=preprocessor, depth=settings.depth.get(encoder),
-            augmentation=AugmentationConfig() if settings.augmentation else None,
+            augmentation=settings.augmentation_config(),
             max_epochs=settings.max_epochs, batch_size=settings.batch_size, patience=settings.patience, seed=seed,
             lr=settings.lr,
         )
     if kind == "pca-knn":
         return models.create(kind, preprocessor=preprocessor, seed=seed)
-    return models.create(kind)
+    model = models.create(kind)  # the physics baseline keeps its own preprocessing, and the window
+    if settings.averages is not None:
+        model.preprocessor.average_window_A = preprocessor.average_window_A
+    return model
 
 
 def training_indices(dataset: Dataset, split: Split, settings: TrainSettings, seed: int) -> np.ndarray:
@@ -138,31 +167,86 @@ def training_indices(dataset: Dataset, split: Split, settings: TrainSettings, se
     return train
 
 
+def position_groups(dataset: Dataset) -> np.ndarray:
+    """One id per (specimen, thickness, probe setting): the patterns a position average may mix."""
+    thickness = np.unique(dataset["thickness_nm"], return_inverse=True)[1]
+    return (dataset["unit"].astype(np.int64) * 1000 + thickness) * 10000 + dataset["probe_setting"]
+
+
+def averaged_parts(
+    dataset: Dataset, split: Split, train: np.ndarray, settings: TrainSettings, seed: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray]]:
+    """(patterns, labels) for training, validation (None if the split has none) and test of a model
+    trained on position averages: random subsets of ``settings.averages['sizes']`` patterns of one
+    group for training and validation, each test group's whole mean for testing."""
+    patterns, labels, groups = dataset["patterns"], dataset["label"], position_groups(dataset)
+    av = settings.averages or {}
+    sizes, n = av.get("sizes", (1, 16)), int(av.get("n", 8 * len(train)))
+    x, first = pacbed.group_averages(patterns[train], groups[train], sizes, n, seed, labels[train])
+    parts: list[Any] = [(x, labels[train][first])]
+    if len(split.val):
+        x, first = pacbed.group_averages(patterns[split.val], groups[split.val], sizes, max(1, n // 10), seed + 1)
+        parts.append((x, labels[split.val][first]))
+    else:
+        parts.append(None)
+    x, first = pacbed.full_group_averages(patterns[split.test], groups[split.test])
+    parts.append((x, labels[split.test][first]))
+    return parts[0], parts[1], parts[2]
+
+
+def on_detectors(
+    parts: tuple[np.ndarray, np.ndarray] | None, sampling_mrad: float, settings: TrainSettings, profile: str, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(patterns, labels) recorded on random detectors (``averages.detectors``), at the model's sampling
+    on a canvas 16 px larger than its crop; None stays None."""
+    if parts is None:
+        return None
+    from polar4d_lib import robustness
+
+    pre = settings.preprocessor_for()
+    ranges = robustness.RealisticRanges.for_profile(profile)
+    x = robustness.record_on_detectors(parts[0], sampling_mrad, ranges, seed, pre.sampling_mrad, pre.size + 16)
+    return x, parts[1]
+
+
 def train_and_evaluate(
     kind: str, dataset_path: str | os.PathLike, profile: str, seed: int, split_kind: str = "blocked",
     overrides: dict[str, Any] | None = None, checkpoint_path: str | os.PathLike | None = None,
+    stage: str = "train",
 ) -> tuple[models.PolarizationModel, dict[str, Any]]:
-    """Train ``kind`` on the dataset's training part and score it on its test part (un-augmented)."""
-    settings = TrainSettings.for_profile(profile, overrides)
+    """Train ``kind`` with the profile's ``stage`` settings on the dataset's training part and score it
+    on its test part (un-augmented)."""
+    settings = TrainSettings.for_profile(profile, overrides, stage)
     dataset = open_dataset(dataset_path)
     sampling = float(dataset.attrs["q_sampling_mrad"])
     patterns, labels = dataset["patterns"], dataset["label"]
     split = make_split(dataset, split_kind, seed)
     train = training_indices(dataset, split, settings, seed)
     model = make_model(kind, settings, seed)
+    fit_sampling = sampling
+    if settings.averages is not None:
+        (x_train, y_train), validation, (x_test, y_test) = averaged_parts(dataset, split, train, settings, seed)
+        if settings.averages.get("detectors"):
+            (x_train, y_train) = on_detectors((x_train, y_train), sampling, settings, profile, seed)
+            validation = on_detectors(validation, sampling, settings, profile, seed + 1)
+            fit_sampling = settings.preprocessor_for().sampling_mrad
+    else:
+        x_train, y_train, x_test, y_test = patterns[train], labels[train], patterns[split.test], labels[split.test]
+        validation = (patterns[split.val], labels[split.val]) if len(split.val) else None
     fit_kwargs: dict[str, Any] = {}
     if kind in models.NETWORK_KINDS:
         # No held-out validation part (too few specimens and probe settings): the network keeps a
         # seeded 10 % of its training patterns for early stopping instead.
-        validation = (patterns[split.val], labels[split.val]) if len(split.val) else None
         fit_kwargs = {"validation": validation, "checkpoint_path": checkpoint_path}
-    model.fit(patterns[train], labels[train], sampling, **fit_kwargs)
-    scores = evaluation.evaluate(model, patterns[split.test], labels[split.test], sampling)
+    model.fit(x_train, y_train, fit_sampling, **fit_kwargs)
+    scores = evaluation.evaluate(model, x_test, y_test, sampling)
     model.metadata.update({
         "dataset": str(dataset_path), "dataset_sha256": dataset.attrs.get("content_sha256"), "profile": profile,
         "split": split.describe(), "train_settings": json.loads(json.dumps(asdict(settings))), "test_scores": _plain(scores),
     })
-    return model, {"kind": kind, "seed": seed, "split": split.describe(), "n_train": int(len(train)), **_plain(scores)}
+    test = "whole-group position averages" if settings.averages is not None else "single patterns"
+    return model, {"kind": kind, "seed": seed, "split": split.describe(), "n_train": int(len(x_train)),
+                   "test_inputs": test, **_plain(scores)}
 
 
 def _plain(value: Any) -> Any:

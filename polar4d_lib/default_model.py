@@ -1,0 +1,149 @@
+"""The shipped default model: train candidates, choose by robustness on realistic scans, write a model card.
+
+``polar4d default-model --data D --profile robust --out data/default_model.pt`` trains every candidate
+kind with the profile's ``default_model`` settings (position averages, D4, Poisson, detector fields; see
+profiles.yaml) on the blocked split of ``D``, scores each on the synthetic holdout (whole-group position
+averages) and on the profile's held-out realistic scans (:mod:`polar4d_lib.robustness`, scored exactly as
+``polar4d predict`` maps them), keeps the candidate with the highest mean share of patterns right on the
+realistic scans, and writes it with a model card (Markdown) and the same numbers as JSON beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from polar4d_lib import conventions, models, robustness, study
+from polar4d_lib.atomic import atomic_write
+from polar4d_lib.datasets import load_profile
+
+DEFAULT_CANDIDATES: tuple[str, ...] = ("cnn-cls", "pca-knn", "physics")
+
+
+def _check_profile(profile: str) -> None:
+    if not load_profile(profile, "default_model"):
+        raise ValueError(f"profile {profile!r} has no default_model section in profiles.yaml; use --profile robust "
+                         "(the shipped model) or smoke (its recipe at test size)")
+
+
+def build_default_model(
+    data: str | os.PathLike, profile: str, out: str | os.PathLike, seed: int = 888,
+    candidates: Sequence[str] = DEFAULT_CANDIDATES, command: str = "", card: str | os.PathLike | None = None,
+) -> tuple[models.PolarizationModel, dict[str, Any]]:
+    """Train ``candidates``, score them, save the most robust at ``out`` and its card. Returns the
+    chosen model and the card's numbers."""
+    _check_profile(profile)
+    out = Path(out)
+    unknown = [k for k in candidates if k not in models.ALL_KINDS]
+    if unknown or not candidates:
+        raise ValueError(f"unknown candidate kinds {unknown}; choose from {', '.join(models.ALL_KINDS)}")
+    ranges = robustness.RealisticRanges.for_profile(profile)
+    scans = robustness.realistic_scans(ranges)
+    results = []
+    best = None
+    for kind in candidates:
+        start = time.perf_counter()
+        checkpoint = out.with_name(f"{out.name}.{kind}.checkpoint") if kind in models.NETWORK_KINDS else None
+        model, holdout = study.train_and_evaluate(kind, data, profile, seed, "blocked", checkpoint_path=checkpoint,
+                                                  stage="default_model")
+        if checkpoint is not None and checkpoint.exists():  # finished: the checkpoint only served resuming
+            checkpoint.unlink()
+        rows = robustness.score_scans(model, scans)
+        result = {"kind": kind, "holdout": holdout, "realistic": robustness.summary(rows), "scans": rows,
+                  "seconds": round(time.perf_counter() - start, 1)}
+        results.append(result)
+        if best is None or result["realistic"]["mean_share_correct"] > best[1]["realistic"]["mean_share_correct"]:
+            best = (model, result)
+    model, chosen = best
+    numbers = {
+        "command": command, "profile": profile, "seed": seed, "data": str(data),
+        "dataset_sha256": model.metadata.get("dataset_sha256"), "chosen": chosen["kind"],
+        "train_settings": model.metadata.get("train_settings"), "preprocessor": model.preprocessor.to_dict(),
+        "realistic_ranges": study._plain(asdict(ranges)), "candidates": results,
+        "versions": {**model.metadata.get("versions", {}), "python": platform.python_version()},
+    }
+    model.metadata["realistic"] = chosen["realistic"]
+    path = model.save(out.with_suffix(model.suffix))  # a network's .pt, pca-knn's or physics' .npz
+    for stale in {out.with_suffix(".pt"), out.with_suffix(".npz")} - {path}:
+        if stale.exists():  # an older default of the other kind would shadow or confuse the new one
+            stale.unlink()
+    numbers["model"] = str(path)
+    card = Path(card) if card is not None else out.with_name("MODEL_CARD.md")
+    study.write_json(numbers, card.with_suffix(".json"))
+    atomic_write(card, lambda tmp: Path(tmp).write_text(model_card(numbers)))
+    return model, numbers
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def model_card(numbers: dict[str, Any]) -> str:
+    """The model card (Markdown) of :func:`build_default_model`'s numbers."""
+    chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
+    h, r = chosen["holdout"], chosen["realistic"]
+    lines = [
+        f"# polar4d default model: {numbers['chosen']}",
+        "",
+        "Classifies the projected polarization of KNN (8 classes, 45° apart; `shared/CONVENTIONS.md`) from",
+        "4D-STEM patterns averaged over about one unit cell of probe positions around each scan position",
+        f"(window {numbers['preprocessor'].get('average_window_A')} Å; `polar4d predict` takes the window in",
+        "positions from the scan step, or from the lattice it sees in the scan).",
+        "",
+        "## How it was made",
+        f"- Command: `{numbers['command']}`",
+        f"- Profile `{numbers['profile']}`, seed {numbers['seed']}, data `{numbers['data']}`",
+        f"  (content SHA-256 `{numbers['dataset_sha256']}`)",
+        f"- Preprocessing: `{json.dumps(numbers['preprocessor'])}`",
+        f"- Training settings: `{json.dumps(numbers['train_settings'])}`",
+        "",
+        "## Candidates (chosen by the mean share of patterns right on the realistic scans)",
+        "",
+        "| model | holdout accuracy | holdout macro-F1 | holdout mean angular error | realistic: mean share right | worst scan | scans with the right majority | train + score time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in numbers["candidates"]:
+        ch, cr = c["holdout"], c["realistic"]
+        lines.append(f"| {c['kind']} | {_pct(ch['accuracy'])} | {ch['macro_f1']:.3f} | {ch['mean_angular_error_deg']:.1f}° | "
+                     f"{_pct(cr['mean_share_correct'])} | {_pct(cr['min_share_correct'])} | {_pct(cr['majority_correct'])} | "
+                     f"{c['seconds']:.0f} s |")
+    lines += [
+        "",
+        f"Synthetic holdout: {h['split']}; {h['n']} test inputs ({h['test_inputs']}), {h['n_train']} training averages.",
+        "",
+        "Confusion matrix of the holdout (rows true, columns predicted; "
+        + " ".join(conventions.CLASS_NAMES) + "):",
+        "",
+        "```",
+        *[" ".join(f"{v:4d}" for v in row) for row in h["confusion"]],
+        "```",
+        "",
+        "## Realistic held-out scans",
+        "Single-domain specimens never trained on (other K/Na disorder seed, frozen-phonon thermal vibrations,",
+        "mistilt, probe aberrations), each thickness recorded by a random detector; every other scan has no",
+        f"scan step (window from the lattice). Ranges: `{json.dumps(numbers['realistic_ranges'])}`.",
+        "",
+        "| scan | thickness | dose (e/pattern) | detector | step | window | share right | majority |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in chosen["scans"]:
+        step = "unknown" if row["scan_step_A"] is None else f"{row['scan_step_A']:g} Å"
+        lines.append(f"| {row['scan']} | {row['thickness_nm']:g} nm | {row['dose_e_per_pattern']:.0f} | "
+                     f"{row['detector_px']} px × {row['sampling_mrad']:.2f} mrad | {step} | {row['window_px']} | "
+                     f"{_pct(row['share_correct'])} | {row['majority_class']} ({'right' if row['majority_correct'] else 'wrong'}) |")
+    lines += [
+        "",
+        f"Summary: {_pct(r['mean_share_correct'])} of patterns right on average (worst scan {_pct(r['min_share_correct'])}), "
+        f"the majority class right on {_pct(r['majority_correct'])} of {r['scans']} scans.",
+        "",
+        "## Versions",
+        "",
+        ", ".join(f"{k} {v}" for k, v in numbers["versions"].items()),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""Held-out realistic scans: how a model does on data that look like a microscope's, not its training set.
+
+A :class:`RealisticScanSpec` is a single-domain specimen of one polarization variant (a K/Na disorder
+seed never used for training, thermal vibrations, a mistilt) raster-scanned over whole unit cells with a
+probe that has its own defocus, astigmatism and Cs, at a thickness series; :func:`realistic_specs` draws
+one per class from the ranges of ``shared/CONVENTIONS.md`` (15–50 nm, ±5 nm defocus, ≤ 0.5 mrad
+mistilt), seeded. :func:`realistic_scans` simulates them (PRISM, cached like the wall scans) and records
+each thickness through a random detector (:class:`polar4d_lib.acquisition.Acquisition`: dose 10^3–10^5
+e/pattern, 0.5–2 mrad/px, 64–256 px, centre offset, PSF, background) into :class:`~polar4d_lib.io.Scan`
+objects, half of them without a known scan step. :func:`score_scans` runs a model over them the way
+``polar4d predict`` does and scores every scan: share of patterns right and the majority class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polar4d_lib import config, conventions
+from polar4d_lib.acquisition import Acquisition
+from polar4d_lib.atomic import atomic_write
+from polar4d_lib.io import Scan
+from polar4d_lib.predict import predict_scan
+from polar4d_lib.simulation import ProbeSettings, SimulationSettings, region_grid_positions, scan_4d
+from polar4d_lib.structure import knn_supercell
+
+SCHEMA = 1
+#: Detector sizes (px) a realistic acquisition draws from (shared/CONVENTIONS.md: 64–256 px).
+DETECTOR_SIZES = (64, 128, 256)
+
+
+@dataclass(frozen=True)
+class RealisticScanSpec:
+    """One specimen of ``variant`` (0–11), ``cells`` × ``cells`` unit cells scanned at ``step_A`` (Å),
+    recorded at every thickness of ``thicknesses_nm`` (nm), tilted by ``tilt_mrad``, with ``probe``."""
+
+    variant: int
+    thicknesses_nm: tuple[float, ...]
+    cells: int = 3
+    step_A: float = 0.49375
+    a_A: float = 3.95
+    disorder_seed: int = 101
+    tilt_mrad: tuple[float, float] = (0.0, 0.0)
+    probe: ProbeSettings = ProbeSettings()
+    simulation: SimulationSettings = field(default_factory=lambda: SimulationSettings(phonon_configs=4))
+
+    @property
+    def label(self) -> int:
+        return int(conventions.VARIANT_CLASSES[self.variant])
+
+    def key(self) -> str:
+        from polar4d_lib.datasets import versions
+
+        payload = {"schema": SCHEMA, "spec": asdict(self), "versions": versions()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class RealisticRanges:
+    """Ranges the realistic scans are drawn from (nm, mrad, µm, e/pattern, mrad/px, px)."""
+
+    thicknesses_nm: tuple[float, ...] = (15.8, 31.6, 47.4)
+    cells: int = 3
+    step_A: float = 0.49375
+    defocus_nm: tuple[float, float] = (-5.0, 5.0)
+    astigmatism_max_nm: float = 2.0
+    cs_um: tuple[float, float] = (-5.0, 5.0)
+    tilt_max_mrad: float = 0.5
+    phonon_configs: int = 4
+    dose_e_per_pattern: tuple[float, float] = (1e3, 1e5)
+    sampling_mrad: tuple[float, float] = (0.5, 2.0)
+    min_field_mrad: float = 30.0
+    center_offset_max_px: float = 3.0
+    #: Not among the conditions the default model is judged on (shared/CONVENTIONS.md); off unless set.
+    psf_max_px: float = 0.0
+    background_counts: float = 0.0
+    dark_noise_sigma: float = 0.0
+    classes: tuple[int, ...] = tuple(range(conventions.N_CLASSES))
+    disorder_seeds: tuple[int, ...] = (101, 102)
+    seed: int = 2026
+
+    @classmethod
+    def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None) -> "RealisticRanges":
+        from polar4d_lib.datasets import load_profile
+
+        values = {**load_profile(profile, "realistic"), **(overrides or {})}
+        config.check_known_keys(values, cls.__dataclass_fields__, "realistic-scan setting", KeyError)
+        return cls(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+                      for k, v in values.items()})
+
+
+def realistic_specs(ranges: RealisticRanges) -> list[RealisticScanSpec]:
+    """One specimen per class in ``ranges.classes``: a random variant of that class, a held-out disorder
+    seed, a random mistilt (≤ ``tilt_max_mrad``) and probe aberrations, all drawn from ``ranges.seed``."""
+    rng = np.random.default_rng(ranges.seed)
+    specs = []
+    for k in ranges.classes:
+        variants = np.flatnonzero(conventions.VARIANT_CLASSES == k)
+        tilt_angle, tilt = rng.uniform(0, 2 * math.pi), rng.uniform(0, ranges.tilt_max_mrad)
+        probe = ProbeSettings(defocus_nm=float(rng.uniform(*ranges.defocus_nm)),
+                              astigmatism_nm=float(rng.uniform(0, ranges.astigmatism_max_nm)),
+                              astigmatism_angle_deg=float(rng.uniform(0, 180)), cs_um=float(rng.uniform(*ranges.cs_um)))
+        specs.append(RealisticScanSpec(
+            variant=int(rng.choice(variants)), thicknesses_nm=tuple(ranges.thicknesses_nm), cells=ranges.cells,
+            step_A=ranges.step_A, disorder_seed=int(rng.choice(ranges.disorder_seeds)),
+            tilt_mrad=(round(tilt * math.cos(tilt_angle), 3), round(tilt * math.sin(tilt_angle), 3)), probe=probe,
+            simulation=SimulationSettings(phonon_configs=ranges.phonon_configs),
+        ))
+    return specs
+
+
+def simulate_realistic(spec: RealisticScanSpec, cache_dir: str | Path | None = None) -> np.ndarray:
+    """Ideal patterns (T, Rx, Ry, Qx, Qy) of ``spec`` (fractions of the beam), cached by its key."""
+    cache = Path(config.resolve("cache_dir", cache_dir)) / "scans" / f"realistic-{spec.key()}.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as data:
+            return data["patterns"]
+    specimen = knn_supercell(spec.variant, spec.cells, max(spec.thicknesses_nm), spec.a_A, seed=spec.disorder_seed)
+    size = (spec.cells * spec.a_A, spec.cells * spec.a_A)
+    positions, shape = region_grid_positions((0.0, 0.0), size, spec.step_A)
+    patterns = scan_4d(specimen.atoms, spec.probe, positions, shape, spec.simulation, spec.a_A,
+                       list(spec.thicknesses_nm), engine="prism", tilt_mrad=spec.tilt_mrad,
+                       seed=spec.disorder_seed).astype(np.float32)
+    atomic_write(cache, lambda tmp: np.savez(tmp, patterns=patterns))
+    return patterns
+
+
+def random_acquisition(ranges: RealisticRanges, rng: np.random.Generator) -> Acquisition:
+    """A detector drawn from ``ranges``: dose log-uniform, sampling uniform, a listed size that still sees
+    ``min_field_mrad`` from the centre, a centre offset (and PSF, background, dark noise if set)."""
+    sampling = float(rng.uniform(*ranges.sampling_mrad))
+    sizes = [n for n in DETECTOR_SIZES if n * sampling / 2 >= ranges.min_field_mrad] or [DETECTOR_SIZES[-1]]
+    size = int(rng.choice(sizes))
+    offset = tuple(float(v) for v in rng.uniform(-ranges.center_offset_max_px, ranges.center_offset_max_px, 2))
+    dose = float(math.exp(rng.uniform(*np.log(ranges.dose_e_per_pattern))))
+    return Acquisition(dose_e_per_pattern=dose, psf_sigma_px=float(rng.uniform(0, ranges.psf_max_px)),
+                       background_counts=ranges.background_counts, dark_noise_sigma=ranges.dark_noise_sigma,
+                       center_offset_px=offset,
+                       sampling_out_mrad=sampling, shape_out=(size, size), seed=int(rng.integers(2**31)))
+
+
+def record_on_detectors(
+    patterns: np.ndarray, sampling_mrad: float, ranges: RealisticRanges, seed: int, out_sampling_mrad: float,
+    out_size: int, per_detector: int = 256, positions: tuple[float, float] = (1.0, 100.0),
+) -> np.ndarray:
+    """Ideal (position-averaged) patterns (N, Qx, Qy) at ``sampling_mrad`` as random detectors record them,
+    for training: every ``per_detector`` patterns share one :func:`random_acquisition` (its own sampling,
+    size, centre offset, PSF), whose dose and dark noise are those of a mean over ``N_eff`` positions
+    (log-uniform in ``positions``: dose × N_eff, dark noise / √N_eff); the recordings are rebinned to
+    ``out_sampling_mrad`` on ``out_size`` px around the detector's nominal centre (its offset kept), so
+    they stack. float32 (N, out_size, out_size)."""
+    from polar4d_lib import detector
+
+    p = np.asarray(patterns, dtype=np.float32)
+    rng = np.random.default_rng([int(seed), 2])
+    out = np.empty((len(p), out_size, out_size), dtype=np.float32)
+    for start in range(0, len(p), per_detector):
+        chunk = p[start:start + per_detector]
+        acq = random_acquisition(ranges, rng)
+        n_eff = float(math.exp(rng.uniform(*np.log(positions))))
+        acq = replace(acq, dose_e_per_pattern=acq.dose_e_per_pattern * n_eff,
+                      dark_noise_sigma=acq.dark_noise_sigma / math.sqrt(n_eff))
+        recorded, sampling = acq.apply(chunk, sampling_mrad)
+        out[start:start + len(chunk)] = detector.resample(recorded, sampling, out_sampling_mrad, (out_size, out_size))
+    return out
+
+
+@dataclass
+class RealisticScan:
+    """A recorded realistic scan, its true class and how it was made."""
+
+    name: str
+    scan: Scan
+    label: int
+    description: dict[str, Any]
+
+
+def realistic_scans(ranges: RealisticRanges, cache_dir: str | Path | None = None) -> list[RealisticScan]:
+    """Every spec of :func:`realistic_specs` at every thickness, each recorded by its own random detector;
+    every other scan's step is left unknown (as in a bare .npy)."""
+    rng = np.random.default_rng([ranges.seed, 1])
+    out = []
+    for spec in realistic_specs(ranges):
+        ideal = simulate_realistic(spec, cache_dir)
+        for t, thickness in enumerate(spec.thicknesses_nm):
+            acq = random_acquisition(ranges, rng)
+            rx, ry = ideal.shape[1:3]
+            recorded, sampling = acq.apply(ideal[t].reshape(rx * ry, *ideal.shape[-2:]), spec.simulation.q_sampling_mrad)
+            step = spec.step_A if len(out) % 2 == 0 else None
+            name = f"{conventions.class_name(spec.label)} {thickness:g} nm"
+            scan = Scan(recorded.reshape(rx, ry, *recorded.shape[-2:]), sampling, spec.probe.energy_kev,
+                        spec.probe.semiangle_mrad, step, 0.0, f"realistic scan {name}")
+            description = {
+                "variant": spec.variant, "thickness_nm": thickness, "disorder_seed": spec.disorder_seed,
+                "tilt_mrad": list(spec.tilt_mrad), "defocus_nm": spec.probe.defocus_nm,
+                "astigmatism_nm": spec.probe.astigmatism_nm, "cs_um": spec.probe.cs_um,
+                "phonon_configs": spec.simulation.phonon_configs, "dose_e_per_pattern": acq.dose_e_per_pattern,
+                "sampling_mrad": sampling, "detector_px": acq.shape_out[0], "center_offset_px": list(acq.center_offset_px),
+                "psf_sigma_px": acq.psf_sigma_px, "scan_step_A": step, "scan_shape": [rx, ry],
+            }
+            out.append(RealisticScan(name, scan, spec.label, description))
+    return out
+
+
+def score_scans(model: Any, scans: list[RealisticScan], window_px: int | None = None) -> list[dict[str, Any]]:
+    """Per scan: share of patterns predicted as its class, majority class (and whether it is right),
+    the averaging window used — exactly what ``polar4d predict`` would map."""
+    rows = []
+    for item in scans:
+        prediction = predict_scan(model, item.scan, window_px=window_px)
+        classes = prediction.class_map.ravel()
+        counts = np.bincount(classes[classes >= 0], minlength=conventions.N_CLASSES)
+        majority = int(counts.argmax())
+        rows.append({
+            "scan": item.name, "class": conventions.class_name(item.label), "share_correct": float(np.mean(classes == item.label)),
+            "majority_class": conventions.class_name(majority), "majority_correct": majority == item.label,
+            "window_px": prediction.metadata["average_window_px"], **item.description,
+        })
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean share of patterns right, worst scan, and the share of scans whose majority is right."""
+    shares = np.array([r["share_correct"] for r in rows])
+    return {"scans": len(rows), "mean_share_correct": float(shares.mean()), "min_share_correct": float(shares.min()),
+            "majority_correct": float(np.mean([r["majority_correct"] for r in rows]))}
+

@@ -1,0 +1,81 @@
+"""Realistic held-out scans and training on random detectors (polar4d_lib.robustness)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from polar4d_lib import conventions, robustness
+
+
+@pytest.fixture(scope="module")
+def smoke_ranges() -> robustness.RealisticRanges:
+    return robustness.RealisticRanges.for_profile("smoke")
+
+
+def test_specs_cover_the_classes_with_held_out_specimens_in_range():
+    ranges = robustness.RealisticRanges()
+    specs = robustness.realistic_specs(ranges)
+    assert [s.label for s in specs] == list(range(conventions.N_CLASSES))
+    for spec in specs:
+        assert conventions.VARIANT_CLASSES[spec.variant] == spec.label
+        assert spec.disorder_seed in ranges.disorder_seeds and spec.disorder_seed not in (0, 1)  # never trained on
+        assert np.hypot(*spec.tilt_mrad) <= ranges.tilt_max_mrad + 1e-3
+        assert ranges.defocus_nm[0] <= spec.probe.defocus_nm <= ranges.defocus_nm[1]
+        assert spec.simulation.phonon_configs == 4
+    assert robustness.realistic_specs(ranges) == specs  # seeded
+
+
+def test_random_detectors_stay_in_the_ranges():
+    ranges = robustness.RealisticRanges()
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        acq = robustness.random_acquisition(ranges, rng)
+        assert 1e3 <= acq.dose_e_per_pattern <= 1e5
+        assert 0.5 <= acq.sampling_out_mrad <= 2.0
+        assert acq.shape_out[0] in robustness.DETECTOR_SIZES
+        assert acq.shape_out[0] * acq.sampling_out_mrad / 2 >= ranges.min_field_mrad
+        assert max(abs(v) for v in acq.center_offset_px) <= 3.0
+
+
+def test_realistic_scans_are_recorded_scans_with_their_truth(smoke_ranges):
+    items = robustness.realistic_scans(smoke_ranges)
+    assert len(items) == 4  # 2 classes × 2 thicknesses
+    for i, item in enumerate(items):
+        assert item.scan.data.ndim == 4 and item.scan.data.shape[:2] == (4, 4)
+        assert item.scan.data.shape[2] == item.description["detector_px"]
+        assert item.scan.q_sampling_mrad == pytest.approx(item.description["sampling_mrad"])
+        assert (item.scan.scan_step_A is None) == (i % 2 == 1)
+        counts = item.scan.data.sum(axis=(-2, -1))
+        spec = robustness.realistic_specs(smoke_ranges)[i // 2]
+        ideal = robustness.simulate_realistic(spec)[i % 2].sum(axis=(-2, -1))  # fraction of the beam on the detector
+        npix = item.scan.data.shape[2] * item.scan.data.shape[3]
+        expected = item.description["dose_e_per_pattern"] * ideal  # every electron (no background by default)
+        assert np.all(np.abs(counts - expected) < 6 * np.sqrt(expected))
+        assert np.all(item.scan.data >= 0) and np.all(item.scan.data == np.round(item.scan.data))  # counts
+    assert [i.label for i in items] == [0, 0, 1, 1]
+
+
+def test_training_recordings_stack_and_carry_dose_of_an_average(smoke_ranges):
+    ideal = np.zeros((20, 64, 64), np.float32)
+    ideal[:, 24:40, 24:40] = 1.0 / 256  # a bright-field square holding the whole beam
+    x = robustness.record_on_detectors(ideal, 1.5, smoke_ranges, seed=3, out_sampling_mrad=3.0, out_size=40,
+                                       per_detector=5, positions=(4.0, 4.0))
+    assert x.shape == (20, 40, 40) and x.dtype == np.float32
+    totals = x.sum(axis=(-2, -1)).reshape(4, 5)
+    # 4 detectors of 5 patterns; each records 4 × its dose (an average over 4 positions)
+    for row in totals:
+        assert 4e3 * 0.9 < row.mean() < 4e5 * 1.1
+        assert np.ptp(row) < 0.2 * row.mean()
+    again = robustness.record_on_detectors(ideal, 1.5, smoke_ranges, seed=3, out_sampling_mrad=3.0, out_size=40,
+                                           per_detector=5, positions=(4.0, 4.0))
+    np.testing.assert_array_equal(x, again)
+    other = robustness.record_on_detectors(ideal, 1.5, smoke_ranges, seed=4, out_sampling_mrad=3.0, out_size=40,
+                                           per_detector=5, positions=(4.0, 4.0))
+    assert not np.array_equal(x, other)
+
+
+def test_summary_of_scores():
+    rows = [{"share_correct": 1.0, "majority_correct": True}, {"share_correct": 0.4, "majority_correct": False}]
+    assert robustness.summary(rows) == {"scans": 2, "mean_share_correct": 0.7, "min_share_correct": 0.4,
+                                        "majority_correct": 0.5}
