@@ -42,6 +42,7 @@ profile = "smoke"  # smoke | default | robust | paper — sizes only
 dataset_path = None  # not read here; the book driver passes it to every chapter
 results_dir = None  # where chapter 02 saved its models; None → f"results/{profile}"
 model_kinds = ["cnn-cls", "resnet-cls", "pca-knn", "physics"]  # models offered in the explorer and the maps
+default_model = True  # also show the shipped default model (data/MODEL_CARD.md), which averages over one cell
 wall_overrides = None  # dict overriding the profile's `explore` section (scans.WallScanSpec fields)
 doses = [None, 1e4, 1e3]  # electrons per pattern offered by the explorer (None: noise-free simulation)
 dose_seed = 0  # seed of the Poisson re-counting
@@ -59,6 +60,7 @@ from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
 from polar4d_lib import conventions, models, plotting, scans, study, widgets
+from polar4d_lib.cli import default_model_path
 
 chapter_start = time.perf_counter()
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
@@ -69,6 +71,12 @@ for kind in model_kinds:
     if not files:
         raise FileNotFoundError(f"no saved {kind} model in {model_dir}; run chapter 02_training with profile={profile!r} first")
     fitted[kind] = models.load_model(files[0])
+if default_model:
+    shipped = default_model_path()
+    if not shipped.exists():
+        raise FileNotFoundError(f"no shipped default model at {shipped}; set default_model=False or build it "
+                                "with `polar4d default-model` (data/MODEL_CARD.md)")
+    fitted["default model"] = models.load_model(shipped)
 spec = scans.wall_scan_spec(profile, wall_overrides)
 print(spec)
 
@@ -101,6 +109,9 @@ fig
 # ## 2. Class maps of every model
 #
 # Each model gets the raw scan and replays its own preprocessing. Rows are models, columns thicknesses.
+# The shipped default model (last row) was trained on patterns averaged over one unit cell of probe
+# positions (PACBED), so every position is classified from the mean of the patterns within one cell
+# around it: the map is smoother and the wall is blurred over about one cell — its resolution.
 
 # %% tags=["hide-input"]
 # The explorer of section 4 computes each model's maps once per scan and dose; this section reads them.

@@ -19,12 +19,15 @@
 # this page is typed by hand. Rerun a chapter with other parameters and this page follows.
 #
 # **Prerequisites.** Chapters **training** and **explorer** executed for the same profile (`polar4d book`
-# runs them in order).
+# runs them in order). The last section reads the shipped default model's card, `data/MODEL_CARD.json`,
+# written by `polar4d default-model` when the model was built.
 
 # %% tags=["parameters"]
 profile = "smoke"  # the profile whose results are summarised
 dataset_path = None  # not read here; the book driver passes it to every chapter
 results_dir = None  # None → f"results/{profile}"
+model_card = None  # the default model's card (JSON); None → the shipped one beside data/default_model.*
+show_default_model = True  # False leaves the default model's section out
 
 # %%
 import json
@@ -34,6 +37,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from polar4d_lib import conventions
+from polar4d_lib.cli import default_model_path
 
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
 missing = [name for name in ("training.json", "explorer.json") if not (results_dir / name).exists()]
@@ -80,6 +84,37 @@ display(Markdown("\n".join(
     for m, v in mean.items())))
 
 # %% [markdown]
+# ## The shipped default model on realistic scans
+#
+# `polar4d predict` without `--model` uses the default model in `data/`. It was chosen among the
+# candidates below by its share of patterns right on held-out realistic scans: specimens never trained
+# on, with thermal vibrations, mistilt and probe aberrations, each recorded by a random detector (dose,
+# sampling, size, centre offset, PSF, background). Its inputs are patterns averaged over one unit cell of
+# probe positions around each position (PACBED), so its maps have the resolution of one cell.
+
+# %% tags=["hide-input"]
+if not show_default_model:
+    display(Markdown("*(left out: `show_default_model=False`)*"))
+else:
+    card_path = Path(model_card) if model_card is not None else default_model_path().with_name("MODEL_CARD.json")
+    if not card_path.exists():
+        raise FileNotFoundError(f"{card_path} missing; build the default model with `polar4d default-model` "
+                                "or pass show_default_model=False")
+    card = json.loads(card_path.read_text())
+    candidates = pd.DataFrame([{
+        "model": c["kind"], "holdout accuracy (%)": 100 * c["holdout"]["accuracy"],
+        "realistic: patterns right (%)": 100 * c["realistic"]["mean_share_correct"],
+        "worst scan (%)": 100 * c["realistic"]["min_share_correct"],
+        "scans with the right majority (%)": 100 * c["realistic"]["majority_correct"],
+    } for c in card["candidates"]]).set_index("model")
+    display(Markdown(f"Chosen: **{card['chosen']}**, built with `{card['command']}` (seed {card['seed']})."))
+    display(candidates.round(1))
+    chosen = next(c for c in card["candidates"] if c["kind"] == card["chosen"])
+    per_scan = pd.DataFrame(chosen["scans"])[["scan", "dose_e_per_pattern", "sampling_mrad", "detector_px",
+                                              "scan_step_A", "window_px", "share_correct", "majority_class"]]
+    display(per_scan.round(2))
+
+# %% [markdown]
 # ## Reading these numbers
 #
 # * Chance is 12.5 % per pattern. Scores on held-out specimens are the honest ones; the random split
@@ -90,6 +125,6 @@ display(Markdown("\n".join(
 #
 # ## What next
 #
-# The numbers above are single-seed, short-training scores of the `default` profile. The `robust` profile
-# (training data spanning real acquisition conditions, five seeds, full-length training) is what the
-# shipped default model of `polar4d predict` will be chosen from.
+# The study's numbers above are single-seed, short-training scores of the `default` profile. The default
+# model's card (`data/MODEL_CARD.md`) says which data it was trained on; the `robust` dataset (training
+# data spanning real acquisition conditions) is what it is meant to be rebuilt from.

@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: or what it reads (the dataset, the files an earlier chapter wrote) changed.
 CHAPTERS = ("01_simulation", "02_training", "03_explorer", "04_results")
 USES_RESULTS = {"02_training": [], "03_explorer": ["training.json"], "04_results": ["training.json", "explorer.json"]}
+#: Chapters that show the shipped default model (data/default_model.*, data/MODEL_CARD.json).
+USES_DEFAULT_MODEL = ("03_explorer", "04_results")
+DEFAULT_MODEL_FILES = ("default_model.pt", "default_model.npz", "MODEL_CARD.json")
 
 #: JavaScript the pages need, served from the book itself so that it works offline from file://
 #: (Jupyter Book 1 would load these from CDNs): npm package → folder under book/_offline/.
@@ -137,5 +140,7 @@ def run(profile: str, build_html: bool = True, force: bool = False, root: Path =
         if name in USES_RESULTS:
             parameters["results_dir"] = str(results.resolve())
             inputs += [results / f for f in USES_RESULTS[name]]
+        if name in USES_DEFAULT_MODEL:
+            inputs += [root / "data" / f for f in DEFAULT_MODEL_FILES]
         execute_chapter(name, parameters, inputs, out_dir, force, root)
     return build_book(root) if build_html else out_dir

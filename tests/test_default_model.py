@@ -1,0 +1,102 @@
+"""The shipped default model: `polar4d default-model` retrains it end to end on the smoke profile (train the
+candidates, score them on realistic scans, keep the most robust, write the model card), `polar4d predict`
+uses the result, and the shipped model in data/ is what its card says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from polar4d_lib import cli, io, robustness
+from polar4d_lib.datasets import open_dataset
+from polar4d_lib.models import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def retrained(smoke_dataset, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("default_model")
+    out = tmp / "default_model.pt"
+    code = cli.main(["default-model", "--data", str(smoke_dataset.path), "--profile", "smoke", "--out", str(out)])
+    assert code == 0
+    return tmp, json.loads((tmp / "MODEL_CARD.json").read_text())
+
+
+def test_retraining_on_smoke_writes_the_most_robust_candidate_and_its_card(retrained):
+    tmp, numbers = retrained
+    kinds = [c["kind"] for c in numbers["candidates"]]
+    assert kinds == ["cnn-cls", "pca-knn", "physics"]
+    best = max(numbers["candidates"], key=lambda c: c["realistic"]["mean_share_correct"])
+    assert numbers["chosen"] == best["kind"]
+    model = load_model(numbers["model"])
+    assert model.kind == numbers["chosen"]
+    assert model.preprocessor.average_window_A == pytest.approx(3.95)
+    assert model.metadata["realistic"] == best["realistic"]
+    assert not list(tmp.glob("*.checkpoint"))
+    card = (tmp / "MODEL_CARD.md").read_text()
+    assert f"# polar4d default model: {numbers['chosen']}" in card
+    assert "polar4d default-model --data" in card and "--profile smoke" in card
+    assert numbers["dataset_sha256"] in card
+    assert numbers["dataset_parameters"]["patterns"] == len(open_dataset(numbers["data"]))
+    assert '"phonon_configs": 0' in card
+    assert "not met" in card  # a smoke model is nowhere near the 95 % aim, and the card says so
+    for c in numbers["candidates"]:
+        share = c["realistic"]["mean_share_correct"]
+        assert f"| {c['kind']} | " in card and f"{100 * share:.1f} %" in card
+        assert len(c["scans"]) == c["realistic"]["scans"] == 4  # 2 classes × 2 thicknesses
+        assert c["realistic"]["mean_share_correct"] == pytest.approx(np.mean([r["share_correct"] for r in c["scans"]]))
+
+
+def test_the_retrained_model_predicts_a_realistic_scan_through_the_cli(retrained, capsys):
+    tmp, numbers = retrained
+    item = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))[1]
+    assert item.scan.scan_step_A is None  # every other scan has no step: the window comes from the lattice
+    np.save(tmp / "scan.npy", item.scan.data)
+    code = cli.main(["predict", str(tmp / "scan.npy"), "--out", str(tmp / "pred.npz"), "--model", numbers["model"],
+                     "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad)])
+    assert code == 0, capsys.readouterr()
+    result = io.read_predictions(tmp / "pred.npz")
+    assert result["class_map"].shape == item.scan.data.shape[:2]
+    row = next(r for c in numbers["candidates"] if c["kind"] == numbers["chosen"] for r in c["scans"] if r["scan"] == item.name)
+    assert result["metadata"]["average_window_px"] == row["window_px"]
+    assert np.mean(result["class_map"] == item.label) == pytest.approx(row["share_correct"])
+
+
+def test_default_model_refuses_unknown_candidates_before_training(smoke_dataset, tmp_path, capsys):
+    code = cli.main(["default-model", "--data", str(smoke_dataset.path), "--profile", "smoke", "--candidates", "cnn-foo",
+                     "--out", str(tmp_path / "m.pt")])
+    assert code == 2 and "cnn-foo" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_shipped_model_is_what_its_card_says():
+    card_path = ROOT / "data" / "MODEL_CARD.json"
+    numbers = json.loads(card_path.read_text())
+    path = cli.default_model_path()
+    assert path.exists() and path.stat().st_size < 10e6  # a few MB at most
+    model = load_model(path)
+    assert model.kind == numbers["chosen"]
+    assert model.preprocessor.to_dict() == numbers["preprocessor"]
+    chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
+    assert model.metadata["realistic"] == chosen["realistic"]
+    assert model.metadata["dataset_sha256"] == numbers["dataset_sha256"]
+    assert chosen["realistic"]["mean_share_correct"] == max(c["realistic"]["mean_share_correct"] for c in numbers["candidates"])
+    card = (ROOT / "data" / "MODEL_CARD.md").read_text()
+    assert numbers["command"] in card and f"# polar4d default model: {numbers['chosen']}" in card
+
+
+def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):
+    item = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))[0]
+    np.save(tmp_path / "scan.npy", item.scan.data)
+    code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "pred.npz"),
+                     "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad), "--scan-step-A", "0.9875"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "4 × 4 positions" in out  # the shipped model averages over 3.95 Å: 4 positions at 0.9875 Å
+    metadata = io.read_predictions(tmp_path / "pred.npz")["metadata"]
+    assert metadata["model_kind"] == load_model(cli.default_model_path()).kind
+    assert metadata["average_window_px"] == 4
