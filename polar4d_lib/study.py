@@ -64,7 +64,7 @@ class TrainSettings:
     @classmethod
     def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None, stage: str = "train") -> "TrainSettings":
         """The ``stage`` section of a profile ('train' for the study, 'default_model' for the shipped
-        model) with dotted-free overrides."""
+        model), ``overrides`` replacing its keys."""
         values = {**load_profile(profile, stage), **(overrides or {})}
         config.check_known_keys(values, cls.__dataclass_fields__, "training setting", KeyError)
         if "seeds" in values:
@@ -169,8 +169,8 @@ def training_indices(dataset: Dataset, split: Split, settings: TrainSettings, se
 
 def position_groups(dataset: Dataset) -> np.ndarray:
     """One id per (specimen, thickness, probe setting): the patterns a position average may mix."""
-    thickness = np.unique(dataset["thickness_nm"], return_inverse=True)[1]
-    return (dataset["unit"].astype(np.int64) * 1000 + thickness) * 10000 + dataset["probe_setting"]
+    keys = np.stack([dataset["unit"], dataset["thickness_nm"], dataset["probe_setting"]], axis=1)
+    return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
 
 
 def averaged_parts(
@@ -183,15 +183,13 @@ def averaged_parts(
     av = settings.averages or {}
     sizes, n = av.get("sizes", (1, 16)), int(av.get("n", 8 * len(train)))
     x, first = pacbed.group_averages(patterns[train], groups[train], sizes, n, seed, labels[train])
-    parts: list[Any] = [(x, labels[train][first])]
+    training = (x, labels[train][first])
+    validation = None
     if len(split.val):
         x, first = pacbed.group_averages(patterns[split.val], groups[split.val], sizes, max(1, n // 10), seed + 1)
-        parts.append((x, labels[split.val][first]))
-    else:
-        parts.append(None)
+        validation = (x, labels[split.val][first])
     x, first = pacbed.full_group_averages(patterns[split.test], groups[split.test])
-    parts.append((x, labels[split.test][first]))
-    return parts[0], parts[1], parts[2]
+    return training, validation, (x, labels[split.test][first])
 
 
 def on_detectors(
