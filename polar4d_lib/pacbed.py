@@ -114,6 +114,16 @@ def window_px(window_A: float, scan_step_A: float | None = None, data: np.ndarra
                "for position averaging")
 
 
+def _group_members(groups: np.ndarray, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct groups (sorted) and, for each, the ascending indices of its ``n`` patterns."""
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups must hold one value per pattern, shape ({n},), got {groups.shape}")
+    names, inverse = np.unique(groups, return_inverse=True)
+    order = np.argsort(inverse.ravel(), kind="stable")
+    return names, np.split(order, np.cumsum(np.bincount(inverse.ravel(), minlength=len(names)))[:-1])
+
+
 def group_averages(
     patterns: np.ndarray, groups: np.ndarray, sizes: Sequence[int], n: int, seed: int,
     labels: np.ndarray | None = None,
@@ -122,19 +132,16 @@ def group_averages(
     uniformly from ``sizes`` = (low, high) (capped at the group's size), the group drawn uniformly.
     Returns the averages (n, Qx, Qy) float32 and the index of a member of each (to carry labels)."""
     patterns = np.asarray(patterns)
-    groups = np.asarray(groups)
-    if groups.shape != (len(patterns),):
-        raise ValueError(f"groups must hold one value per pattern, shape ({len(patterns)},), got {groups.shape}")
+    names, members = _group_members(groups, len(patterns))
     low, high = (int(s) for s in sizes)
     if not 1 <= low <= high:
         raise ValueError(f"subset sizes are (low, high) with 1 ≤ low ≤ high, got {tuple(sizes)}")
     if labels is not None:
-        for g in np.unique(groups):
-            if len(np.unique(np.asarray(labels)[groups == g])) > 1:
+        labels = np.asarray(labels)
+        for g, m in zip(names, members):
+            if len(np.unique(labels[m])) > 1:
                 raise ValueError(f"group {g} mixes classes; average only patterns of one specimen and probe")
     rng = np.random.default_rng(seed)
-    names, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == i) for i in range(len(names))]
     out = np.empty((int(n),) + patterns.shape[1:], dtype=np.float32)
     first = np.empty(int(n), dtype=np.int64)
     for i in range(int(n)):
@@ -148,11 +155,7 @@ def group_averages(
 
 def full_group_averages(patterns: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The mean of every group's patterns (G, Qx, Qy) and the index of a member of each."""
-    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    out = np.empty((len(names),) + np.asarray(patterns).shape[1:], dtype=np.float32)
-    first = np.empty(len(names), dtype=np.int64)
-    for i in range(len(names)):
-        m = np.flatnonzero(inverse == i)
-        out[i] = np.asarray(patterns)[m].mean(axis=0)
-        first[i] = m[0]
-    return out, first
+    patterns = np.asarray(patterns)
+    _, members = _group_members(groups, len(patterns))
+    out = np.stack([patterns[m].mean(axis=0) for m in members]).astype(np.float32)
+    return out, np.array([m[0] for m in members], dtype=np.int64)
