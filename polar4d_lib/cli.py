@@ -132,7 +132,7 @@ def _predict(args: argparse.Namespace) -> int:
                         semiangle_mrad=args.semiangle_mrad, scan_rotation_deg=args.scan_rotation_deg,
                         scan_step_A=args.scan_step_a)
     prediction = predict_scan(load_model(model_path), scan, abstain_below=args.abstain_below,
-                              window_px=args.window_px)
+                              window_px=args.window_px, dose_e_per_pattern=args.dose_e_per_pattern)
     io.write_predictions(out, prediction.class_map, prediction.probabilities, prediction.angle_deg,
                          prediction.metadata)
     png = out.with_suffix(".png")
@@ -210,6 +210,9 @@ def parser() -> argparse.ArgumentParser:
                          "else from the lattice seen in the scan)")
     pr.add_argument("--window-px", type=int, default=None,
                     help="average each pattern with its neighbours over N × N positions (overrides the model's window; 1 = none)")
+    pr.add_argument("--dose-e-per-pattern", type=float, default=None,
+                    help="electrons per pattern, for data not recorded in counts (default: the mean pattern sum); "
+                         "at a low dose a PACBED model's window grows until it holds the electrons the model needs")
     pr.add_argument("--abstain-below", type=float, default=None, help="class −1 where the top probability is lower")
     pr.set_defaults(func=_predict)
 

@@ -2,7 +2,11 @@
 
 The grid is (polarization variants × disorder seeds × mistilts) specimens, each simulated once as a
 PRISM scattering matrix with a thickness series, from which ``probe_settings`` random probe settings
-(defocus, twofold astigmatism, Cs) × ``positions_per_setting`` probe positions are drawn. Each specimen
+(defocus, twofold astigmatism, Cs) × ``positions_per_setting`` probe positions are drawn: random over the
+supercell, or (``cell_grid``) a whole n × n raster of one unit cell at a/n steps from a random origin, so
+that the mean of one probe setting's patterns is the position-averaged pattern (PACBED) of one cell as a
+scan records it. With ``tilt_max_mrad`` > 0 each specimen's mistilt is its listed tilt plus a random one
+uniform in a disk of that radius, drawn from the specimen's own seed. Each specimen
 is a unit of work cached on disk under a key made of all its parameters and the library versions, so an
 interrupted build resumes where it stopped; units run in parallel through dask (in-process for one
 worker, a LocalCluster for several, or a given scheduler). The zarr group is written to a temporary
@@ -22,6 +26,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -40,6 +45,7 @@ from polar4d_lib.simulation import (
     PrismSpecimen,
     ProbeSettings,
     SimulationSettings,
+    cell_grid_positions,
     random_positions,
 )
 from polar4d_lib.structure import Displacements, knn_supercell
@@ -70,10 +76,12 @@ class DatasetSpec:
     displacements: Displacements = Displacements()
     disorder_seeds: tuple[int, ...] = (0,)
     tilts_mrad: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
+    tilt_max_mrad: float = 0.0
     energy_kev: float = 200.0
     semiangle_mrad: float = 24.0
     probe_settings: int = 16
     positions_per_setting: int = 16
+    cell_grid: bool = False
     defocus_nm: tuple[float, float] = (-5.0, 5.0)
     astigmatism_max_nm: float = 2.0
     cs_um: tuple[float, float] = (0.0, 0.0)
@@ -88,6 +96,13 @@ class DatasetSpec:
             raise ValueError("probe_settings and positions_per_setting must be at least 1")
         if self.defocus_nm[0] > self.defocus_nm[1] or self.cs_um[0] > self.cs_um[1]:
             raise ValueError("ranges are (low, high) with low ≤ high")
+        if self.cell_grid and math.isqrt(self.positions_per_setting) ** 2 != self.positions_per_setting:
+            raise ValueError(
+                f"cell_grid scans an n × n raster of one cell: positions_per_setting must be a square "
+                f"number (16, 64, …), got {self.positions_per_setting}"
+            )
+        if not self.tilt_max_mrad >= 0:
+            raise ValueError(f"tilt_max_mrad is a mistilt radius in mrad ≥ 0, got {self.tilt_max_mrad}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "DatasetSpec":
@@ -131,14 +146,25 @@ class DatasetSpec:
 
     def units(self) -> list["Unit"]:
         """The specimen units of the grid, in a fixed order."""
-        grid = itertools.product(self.variants, self.disorder_seeds, self.tilts_mrad)
-        return [Unit(self, i, v, s, tuple(t)) for i, (v, s, t) in enumerate(grid)]
+        grid = itertools.product(self.variants, self.disorder_seeds, enumerate(self.tilts_mrad))
+        return [Unit(self, i, v, s, self._tilt(v, s, j, t)) for i, (v, s, (j, t)) in enumerate(grid)]
+
+    def _tilt(self, variant: int, disorder_seed: int, j: int, tilt: tuple[float, float]) -> tuple[float, float]:
+        """The listed tilt ``j`` plus, if ``tilt_max_mrad`` > 0, a random one uniform in that disk (mrad,
+        rounded to 0.001 mrad), seeded by the dataset seed and the specimen."""
+        if self.tilt_max_mrad == 0:
+            return (float(tilt[0]), float(tilt[1]))
+        rng = np.random.default_rng([int(self.seed), int(variant), int(disorder_seed), j, 3])
+        radius, angle = self.tilt_max_mrad * math.sqrt(rng.random()), 2 * math.pi * rng.random()
+        return (round(tilt[0] + radius * math.cos(angle), 3), round(tilt[1] + radius * math.sin(angle), 3))
 
 
 def _check_types(values: dict[str, Any]) -> None:
     """One-line errors for values of the wrong type (e.g. ``--set probe_settings=abc``)."""
     ints = ("lateral_cells", "probe_settings", "positions_per_setting", "seed")
-    floats = ("a_A", "k_fraction", "energy_kev", "semiangle_mrad", "astigmatism_max_nm")
+    floats = ("a_A", "k_fraction", "energy_kev", "semiangle_mrad", "astigmatism_max_nm", "tilt_max_mrad")
+    if "cell_grid" in values and not isinstance(values["cell_grid"], bool):
+        raise ValueError(f"dataset parameter cell_grid must be true or false, got {values['cell_grid']!r}")
     for key in ints:
         if key in values and (isinstance(values[key], bool) or not isinstance(values[key], (int, np.integer))):
             raise ValueError(f"dataset parameter {key} must be an integer, got {values[key]!r}")
@@ -181,7 +207,9 @@ class Unit:
     def key(self) -> str:
         """Cache key: every parameter that changes this unit's numbers, plus library versions."""
         spec = self.spec.as_dict()
-        spec.pop("variants"), spec.pop("disorder_seeds"), spec.pop("tilts_mrad")
+        spec.pop("variants"), spec.pop("disorder_seeds"), spec.pop("tilts_mrad"), spec.pop("tilt_max_mrad")
+        if not spec["cell_grid"]:  # keys of random-position units stay as they were before cell grids
+            spec.pop("cell_grid")
         payload = {
             "schema": SCHEMA, "spec": spec, "variant": self.variant, "disorder_seed": self.disorder_seed,
             "tilt_mrad": list(self.tilt_mrad), "index_seed": self._seed_words(), "versions": versions(),
@@ -211,6 +239,22 @@ class Unit:
             )
         return draws
 
+    def probe_positions(self) -> list[np.ndarray]:
+        """The probe positions (P × 2, Å) of each probe setting: random over the supercell, or with
+        ``cell_grid`` an n × n raster of one cell at a/n steps from a random origin (wrapped into the
+        periodic supercell)."""
+        spec = self.spec
+        rng = np.random.default_rng(self._seed_words() + [2])
+        extent = np.full(2, spec.lateral_cells * spec.a_A)
+        out = []
+        for _ in range(spec.probe_settings):
+            if spec.cell_grid:
+                grid = cell_grid_positions(spec.a_A, math.isqrt(spec.positions_per_setting))
+                out.append(np.mod(grid + rng.random(2) * extent, extent))
+            else:
+                out.append(random_positions(spec.positions_per_setting, extent, rng))
+        return out
+
     def simulate(self) -> dict[str, np.ndarray]:
         """Simulate this unit: per-pattern arrays (see ``ARRAYS``), ordered thickness-major."""
         spec = self.spec
@@ -222,11 +266,8 @@ class Unit:
             specimen.atoms, spec.simulation, spec.a_A, list(spec.thicknesses_nm), spec.energy_kev,
             spec.semiangle_mrad, self.tilt_mrad, seed=self.disorder_seed,
         )
-        rng = np.random.default_rng(self._seed_words() + [2])
-        extent = specimen.atoms.cell.lengths()[:2]
         rows: list[dict[str, np.ndarray]] = []
-        for s, probe in enumerate(self.probe_draws()):
-            positions = random_positions(spec.positions_per_setting, extent, rng)
+        for s, (probe, positions) in enumerate(zip(self.probe_draws(), self.probe_positions())):
             patterns = prism.patterns(probe, positions)  # (T, P, Qx, Qy)
             labels, defects = specimen.labels_at(positions)
             for t, thickness in enumerate(prism.thicknesses_nm):

@@ -86,9 +86,9 @@ def dataset_parameters(data: str | os.PathLike) -> dict[str, Any]:
 
     ds = open_dataset(data)
     p = ds.attrs["parameters"]
-    keys = ("variants", "disorder_seeds", "tilts_mrad", "thicknesses_nm", "probe_settings", "positions_per_setting",
-            "defocus_nm", "astigmatism_max_nm", "cs_um")
-    return {"patterns": len(ds), **{k: p[k] for k in keys}, "phonon_configs": p["simulation"]["phonon_configs"]}
+    keys = ("variants", "lateral_cells", "disorder_seeds", "tilts_mrad", "tilt_max_mrad", "thicknesses_nm", "probe_settings",
+            "positions_per_setting", "cell_grid", "defocus_nm", "astigmatism_max_nm", "cs_um")
+    return {"patterns": len(ds), **{k: p[k] for k in keys if k in p}, "phonon_configs": p["simulation"]["phonon_configs"]}
 
 
 #: The bar the issue sets for the default model on realistic scans.
@@ -107,9 +107,12 @@ def model_card(numbers: dict[str, Any]) -> str:
         f"# polar4d default model: {numbers['chosen']}",
         "",
         "Classifies the projected polarization of KNN (8 classes, 45° apart; `shared/CONVENTIONS.md`) from",
-        "4D-STEM patterns averaged over about one unit cell of probe positions around each scan position",
+        "4D-STEM patterns averaged over one unit cell of probe positions around each scan position",
         f"(window {numbers['preprocessor'].get('average_window_A')} Å; `polar4d predict` takes the window in",
-        "positions from the scan step, or from the lattice it sees in the scan).",
+        "positions from the scan step, or from the lattice it sees in the scan)"
+        + (f", grown by whole cells until a window holds {numbers['preprocessor']['average_min_electrons']:.2g} electrons"
+           " (at low dose the map's resolution becomes coarser than one cell)."
+           if numbers["preprocessor"].get("average_min_electrons") else "."),
         "",
         "## How it was made",
         f"- Command: `{numbers['command']}`",

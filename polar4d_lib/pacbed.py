@@ -8,10 +8,15 @@ PACBED). A model trained on such averages (``Preprocessor.average_window_A``) is
 replacing every pattern with the mean of the ``n × n`` positions around it, ``n`` = the window over the
 scan step; the class map keeps the scan's pixels, its resolution becomes the window.
 
-- :func:`average_scan`: the sliding ``n × n`` mean over the scan axes (windows shrink at the edges).
+- :func:`average_scan`: the sliding ``n × n`` mean over the scan axes (whole windows, moved inwards at the edges).
 - :func:`lattice_period_px`: the scan's lattice period in probe positions, from the autocorrelation of a
   virtual dark-field image, for files whose scan step is unknown.
-- :func:`window_px`: the window in positions for a scan (from its step, else its lattice, else 1).
+- :func:`window_px`: the window in positions for a scan (from its step, else its lattice, else 1), grown
+  by whole cells until it holds the electrons the model needs (``Preprocessor.average_min_electrons``):
+  the polar asymmetry is about 1 % of a PACBED, so telling 8 directions apart needs ~10⁵–10⁶ electrons
+  per window, more than one cell of positions collects at 10³ e/pattern.
+- :func:`dose_per_pattern`: electrons per pattern of a scan recorded in counts (None for simulated
+  fractions of the beam, which carry no shot noise).
 - :func:`group_averages`: training averages of random subsets of simulated patterns that share a
   specimen, thickness and probe (a dataset's positions are random, not a grid).
 """
@@ -37,7 +42,10 @@ def _check_window(window: int) -> int:
 
 def average_scan(data: np.ndarray, window: int) -> np.ndarray:
     """Each pattern of a scan (Rx, Ry, Qx, Qy) replaced by the mean of the ``window × window`` probe
-    positions centred on it (fewer at the scan's edges: the mean of those inside). float32."""
+    positions around it (positions i − n//2 … i − n//2 + n − 1 along each axis). Near the scan's edges
+    the window moves inwards so that it stays whole (a whole number of cells keeps the average free of
+    the probe's position in the cell); a window longer than the scan takes the whole scan along that
+    axis. float32."""
     data = np.asarray(data)
     if data.ndim != 4:
         raise ValueError(f"position averaging needs a 4D scan (Rx, Ry, Qx, Qy), got shape {data.shape}")
@@ -45,11 +53,15 @@ def average_scan(data: np.ndarray, window: int) -> np.ndarray:
     out = np.asarray(data, dtype=np.float32)
     if n == 1:
         return out.copy()
-    ones = np.ones(data.shape[:2], dtype=np.float64)
     for axis in (0, 1):
+        size = out.shape[axis]
+        if n >= size:
+            out = np.repeat(out.mean(axis=axis, keepdims=True, dtype=np.float64).astype(np.float32), size, axis=axis)
+            continue
         out = ndimage.uniform_filter1d(out, n, axis=axis, mode="constant", cval=0.0)
-        ones = ndimage.uniform_filter1d(ones, n, axis=axis, mode="constant", cval=0.0)
-    return (out / ones[:, :, None, None]).astype(np.float32)
+        # the whole windows are those centred on n//2 … size − n + n//2: clamp every position onto them
+        out = np.take(out, np.clip(np.arange(size), n // 2, size - n + n // 2), axis=axis)
+    return out.astype(np.float32, copy=False)
 
 
 def dark_field_image(data: np.ndarray) -> np.ndarray:
@@ -95,9 +107,38 @@ def lattice_period_px(data: np.ndarray) -> float | None:
     return float(np.mean(periods))
 
 
-def window_px(window_A: float, scan_step_A: float | None = None, data: np.ndarray | None = None) -> tuple[int, str]:
+def dose_per_pattern(data: np.ndarray) -> float | None:
+    """Mean electrons per pattern of a scan (..., Qx, Qy) recorded in counts: the mean pattern sum. None
+    where the patterns sum to at most 1 (fractions of the incident beam: a noise-free simulation)."""
+    totals = np.asarray(data, dtype=np.float64).sum(axis=(-2, -1))
+    mean = float(totals.mean()) if totals.size else 0.0
+    return None if mean <= 1.0 + 1e-6 else mean
+
+
+def window_px(
+    window_A: float, scan_step_A: float | None = None, data: np.ndarray | None = None,
+    min_electrons: float | None = None, dose_e_per_pattern: float | None = None,
+) -> tuple[int, str]:
     """Probe positions per side of the averaging window for a scan, and how it was found: from the scan
-    step (Å) when known, else from the lattice seen in ``data`` (one period ≈ one cell), else 1."""
+    step (Å) when known, else from the lattice seen in ``data`` (one period ≈ one cell), else 1. With
+    ``min_electrons``, a window of n × n positions that collects fewer electrons (at
+    ``dose_e_per_pattern``, else :func:`dose_per_pattern` of ``data``) grows to m·n × m·n, whole cells."""
+    n, note = _cell_window_px(window_A, scan_step_A, data)
+    if min_electrons is None or n == 1:
+        return n, note
+    dose = dose_e_per_pattern if dose_e_per_pattern is not None else (dose_per_pattern(data) if data is not None else None)
+    if dose is None:
+        return n, note + "; noise-free patterns (fractions of the beam)"
+    if not (math.isfinite(dose) and dose > 0):
+        raise ValueError(f"the dose is electrons per pattern > 0, got {dose!r}; pass --dose-e-per-pattern")
+    m = max(1, math.ceil(math.sqrt(min_electrons / (dose * n * n)) - 1e-9))
+    if m == 1:
+        return n, note + f"; {dose * n * n:.2g} e per window at {dose:.2g} e/pattern"
+    return m * n, (f"{m * n} × {m * n} positions ({m} × {m} cells: at {dose:.2g} e/pattern one cell collects "
+                   f"{dose * n * n:.2g} e, the model needs ≥ {min_electrons:.2g} e per window)")
+
+
+def _cell_window_px(window_A: float, scan_step_A: float | None, data: np.ndarray | None) -> tuple[int, str]:
     if not (isinstance(window_A, (int, float)) and math.isfinite(window_A) and window_A > 0):
         raise ValueError(f"the averaging window is a length in Å > 0, got {window_A!r}")
     if scan_step_A is not None:

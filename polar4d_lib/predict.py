@@ -31,30 +31,38 @@ class Prediction:
     metadata: dict[str, Any]
 
 
-def averaging_window(model: Any, scan: Scan, window_px: int | None = None) -> tuple[int, str]:
+def averaging_window(
+    model: Any, scan: Scan, window_px: int | None = None, dose_e_per_pattern: float | None = None
+) -> tuple[int, str]:
     """Probe positions per side over which ``model`` wants the patterns of ``scan`` averaged, and why:
-    ``window_px`` if given, 1 for a single-pattern model, else :func:`pacbed.window_px`."""
+    ``window_px`` if given, 1 for a single-pattern model, else :func:`pacbed.window_px` (one cell, grown
+    to the electrons the model needs at the scan's dose: ``dose_e_per_pattern``, else its counts)."""
     if window_px is not None:
         n = pacbed._check_window(window_px)
         return n, f"{n} × {n} positions (given)"
     window_A = getattr(model.preprocessor, "average_window_A", None)
     if window_A is None:
         return 1, "single patterns (the model was trained on single patterns)"
-    return pacbed.window_px(window_A, scan.scan_step_A, scan.data)
+    return pacbed.window_px(window_A, scan.scan_step_A, scan.data,
+                            getattr(model.preprocessor, "average_min_electrons", None), dose_e_per_pattern)
 
 
-def predict_scan(model: Any, scan: Scan, abstain_below: float | None = None, window_px: int | None = None) -> Prediction:
+def predict_scan(
+    model: Any, scan: Scan, abstain_below: float | None = None, window_px: int | None = None,
+    dose_e_per_pattern: float | None = None,
+) -> Prediction:
     """Run ``model`` (a fitted PolarizationModel) over every pattern of ``scan``.
 
     Patterns whose highest class probability is below ``abstain_below`` get class −1 (abstained):
     not every probe position carries enough information to be classified. ``window_px`` overrides the
-    position-averaging window (:func:`averaging_window`; 1 = none).
+    position-averaging window (:func:`averaging_window`; 1 = none); ``dose_e_per_pattern`` supplies the
+    dose (e/pattern) for data not recorded in counts.
     """
     sampling = scan.require_sampling()
     if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
         raise ValueError(f"--abstain-below must be a probability in [0, 1], got {abstain_below}")
     rx, ry, qx, qy = scan.data.shape
-    window, window_note = averaging_window(model, scan, window_px)
+    window, window_note = averaging_window(model, scan, window_px, dose_e_per_pattern)
     data = pacbed.average_scan(scan.data, window) if window > 1 else scan.data
     patterns = data.reshape(rx * ry, qx, qy)
     if scan.scan_rotation_deg:

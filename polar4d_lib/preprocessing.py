@@ -259,7 +259,9 @@ class Preprocessor:
     ``bright_percentile`` the percentile defining bright pixels; ``normalize`` one of
     ``NORMALIZATIONS`` (see :func:`normalize`). ``average_window_A`` (Å, None = single patterns): the
     model was trained on position-averaged patterns (PACBED over about this length of probe positions,
-    :mod:`polar4d_lib.pacbed`), so a scan is averaged over that window before :meth:`transform`.
+    :mod:`polar4d_lib.pacbed`), so a scan is averaged over that window before :meth:`transform`;
+    ``average_min_electrons`` (None = any): the electrons an average needs for this model, so at a low
+    dose the window grows by whole cells until it collects them (:func:`polar4d_lib.pacbed.window_px`).
     """
 
     sampling_mrad: float = 1.5
@@ -268,6 +270,7 @@ class Preprocessor:
     bright_percentile: float = 95.0
     normalize: str = "minmax"
     average_window_A: float | None = None
+    average_min_electrons: float | None = None
 
     def __post_init__(self) -> None:
         self.sampling_mrad = detector.check_sampling(self.sampling_mrad, "Preprocessor.sampling_mrad")
@@ -284,6 +287,11 @@ class Preprocessor:
             if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
                 raise ValueError(f"Preprocessor.average_window_A must be a length in Å > 0 or None, got {w!r}")
             self.average_window_A = float(w)
+        if self.average_min_electrons is not None:
+            e = self.average_min_electrons
+            if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or e <= 0:
+                raise ValueError(f"Preprocessor.average_min_electrons must be a number of electrons > 0 or None, got {e!r}")
+            self.average_min_electrons = float(e)
 
     def transform(self, patterns: np.ndarray, sampling_mrad: float | None) -> np.ndarray:
         """Raw patterns (N, Qx, Qy) or (Qx, Qy) at ``sampling_mrad`` (mrad/px) → float32

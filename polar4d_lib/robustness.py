@@ -148,11 +148,13 @@ def random_acquisition(ranges: RealisticRanges, rng: np.random.Generator) -> Acq
 def record_on_detectors(
     patterns: np.ndarray, sampling_mrad: float, ranges: RealisticRanges, seed: int, out_sampling_mrad: float,
     out_size: int, per_detector: int = 256, positions: tuple[float, float] = (1.0, 100.0),
+    electrons: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Ideal (position-averaged) patterns (N, Qx, Qy) at ``sampling_mrad`` as random detectors record them,
     for training: every ``per_detector`` patterns share one :func:`random_acquisition` (its own sampling,
     size, centre offset, PSF), whose dose and dark noise are those of a mean over ``N_eff`` positions
-    (log-uniform in ``positions``: dose × N_eff, dark noise / √N_eff); the recordings are rebinned to
+    (log-uniform in ``positions``: dose × N_eff, dark noise / √N_eff; or, with ``electrons`` = (low,
+    high), N_eff such that the mean holds a log-uniform number of electrons in that range); the recordings are rebinned to
     ``out_sampling_mrad`` on ``out_size`` px around the detector's nominal centre (its offset kept), so
     they stack. float32 (N, out_size, out_size)."""
     from polar4d_lib import detector
@@ -164,6 +166,8 @@ def record_on_detectors(
         chunk = p[start:start + per_detector]
         acq = random_acquisition(ranges, rng)
         n_eff = float(math.exp(rng.uniform(*np.log(positions))))
+        if electrons is not None:
+            n_eff = float(math.exp(rng.uniform(*np.log(electrons)))) / acq.dose_e_per_pattern
         acq = replace(acq, dose_e_per_pattern=acq.dose_e_per_pattern * n_eff,
                       dark_noise_sigma=acq.dark_noise_sigma / math.sqrt(n_eff))
         recorded, sampling = acq.apply(chunk, sampling_mrad)

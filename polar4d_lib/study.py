@@ -45,7 +45,9 @@ class TrainSettings:
     #: the model records for scans, ``sizes`` [low, high] patterns per training average, ``n`` averages
     #: drawn for training (a tenth as many for validation), ``detectors`` true to record the training and
     #: validation averages on random detectors of the profile's ``realistic`` ranges
-    #: (:func:`polar4d_lib.robustness.record_on_detectors`). None: single patterns.
+    #: (:func:`polar4d_lib.robustness.record_on_detectors`), ``electrons`` [low, high] the electrons per
+    #: recorded average (log-uniform; default: the dose of a mean of 1–100 positions), ``min_electrons`` the
+    #: electrons per window the model asks of a scan (its window grows at low dose). None: single patterns.
     averages: dict[str, Any] | None = None
 
     def augmentation_config(self) -> AugmentationConfig | None:
@@ -59,6 +61,8 @@ class TrainSettings:
         values = dict(self.preprocessor)
         if self.averages is not None:
             values["average_window_A"] = float(self.averages.get("window_A", 3.95))
+            if self.averages.get("min_electrons") is not None:
+                values["average_min_electrons"] = float(self.averages["min_electrons"])
         return Preprocessor(**values)
 
     @classmethod
@@ -73,7 +77,7 @@ class TrainSettings:
             values["random_split_kinds"] = tuple(values["random_split_kinds"])
         if values.get("averages") is not None:
             averages = dict(values["averages"])
-            config.check_known_keys(averages, {"window_A", "sizes", "n", "detectors"}, "averages setting", KeyError)
+            config.check_known_keys(averages, {"window_A", "sizes", "n", "detectors", "electrons", "min_electrons"}, "averages setting", KeyError)
             values["averages"] = averages
         return cls(**values)
 
@@ -152,6 +156,7 @@ def make_model(kind: str, settings: TrainSettings, seed: int) -> models.Polariza
     model = models.create(kind)  # the physics baseline keeps its own preprocessing, and the window
     if settings.averages is not None:
         model.preprocessor.average_window_A = preprocessor.average_window_A
+        model.preprocessor.average_min_electrons = preprocessor.average_min_electrons
     return model
 
 
@@ -203,7 +208,9 @@ def on_detectors(
 
     pre = settings.preprocessor_for()
     ranges = robustness.RealisticRanges.for_profile(profile)
-    x = robustness.record_on_detectors(parts[0], sampling_mrad, ranges, seed, pre.sampling_mrad, pre.size + 16)
+    electrons = (settings.averages or {}).get("electrons")
+    x = robustness.record_on_detectors(parts[0], sampling_mrad, ranges, seed, pre.sampling_mrad, pre.size + 16,
+                                       electrons=tuple(electrons) if electrons is not None else None)
     return x, parts[1]
 
 

@@ -197,6 +197,28 @@ def test_cache_keys():
         assert smoke_spec(**change).units()[0].key() != keys[0], change
 
 
+def test_cell_grid_positions_are_whole_cell_rasters_and_random_tilts_stay_in_their_disk():
+    spec = smoke_spec(cell_grid=True, positions_per_setting=16, tilt_max_mrad=0.5, tilts_mrad=[[0.1, 0.0]])
+    extent = SMOKE_OVERRIDES["lateral_cells"] * A
+    for unit in spec.units():
+        positions = unit.probe_positions()
+        assert len(positions) == SMOKE_OVERRIDES["probe_settings"]
+        for p in positions:
+            assert p.shape == (16, 2) and np.all((p >= 0) & (p < extent))
+            # a 4 × 4 raster at a/4: every fractional offset 0, 1/4, 2/4, 3/4 (from the origin) once per axis pair
+            frac = np.mod((p - p[0]) / A, 1.0) * 4
+            np.testing.assert_allclose(frac, np.round(frac), atol=1e-9)
+            assert len({tuple(np.round(f).astype(int) % 4) for f in frac}) == 16
+        # the specimen's tilt: its listed 0.1 mrad plus a random one within 0.5 mrad, fixed by its seed
+        assert np.hypot(unit.tilt_mrad[0] - 0.1, unit.tilt_mrad[1]) <= 0.5 + 1e-3
+    tilts = [u.tilt_mrad for u in spec.units()]
+    assert len(set(tilts)) == len(tilts) and tilts == [u.tilt_mrad for u in spec.units()]
+    assert [u.key() for u in spec.units()] != [u.key() for u in smoke_spec(cell_grid=True, positions_per_setting=16).units()]
+    # random positions stay random (and their keys as before cell grids existed)
+    p = smoke_spec().units()[0].probe_positions()[0]
+    assert not np.allclose(np.mod(p[1] - p[0], A / 4) % (A / 4), 0)
+
+
 # --- atomic writes ---------------------------------------------------------------------------------
 
 def test_existing_dataset_is_replaced_only_by_a_complete_build(smoke_dataset, tmp_path, monkeypatch):
@@ -333,6 +355,9 @@ def test_build_refuses_a_path_without_zarr_suffix(tmp_path):
         ({"variants": [12]}, ValueError, "variant 12"),
         ({"probe_settings": 0}, ValueError, "at least 1"),
         ({"defocus_nm": [2.0, -2.0]}, ValueError, "low"),
+        ({"cell_grid": True, "positions_per_setting": 8}, ValueError, "square number"),
+        ({"tilt_max_mrad": -0.1}, ValueError, "tilt_max_mrad"),
+        ({"cell_grid": "yes"}, ValueError, "true or false"),
         ({"no_such_parameter": 1}, KeyError, "no_such_parameter"),
         ({"simulation.no_such": 1}, KeyError, "simulation.no_such"),
     ],

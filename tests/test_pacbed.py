@@ -26,18 +26,31 @@ def lattice_scan(rx: int, ry: int, period: int, noise: float = 0.0, seed: int = 
     return data.astype(np.float32)
 
 
-def test_average_scan_is_the_window_mean_with_shrinking_edges():
+def test_average_scan_is_the_window_mean_with_whole_windows_at_the_edges():
     data = np.zeros((5, 6, 2, 2), np.float32)
     data[2, 3] = 9.0
     out = pacbed.average_scan(data, 3)
     assert out.shape == data.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out[1:4, 2:5], 1.0)  # the 3 × 3 windows that contain (2, 3)
-    assert out[0, 0].max() == 0.0 and out[4, 5].max() == 0.0
+    # the 3 × 3 windows that contain (2, 3): every row's (row 2 is in all of them), columns 2–5
+    np.testing.assert_allclose(out[:, 2:], 1.0)
+    assert out[:, :2].max() == 0.0
     ramp = np.broadcast_to(np.arange(5, dtype=np.float32)[:, None, None, None], (5, 6, 2, 2))
     edge = pacbed.average_scan(ramp, 3)
-    assert edge[0, 0, 0, 0] == pytest.approx(0.5)  # mean of rows 0 and 1 only: nothing outside the scan counts
+    # at the edge the window moves inwards and stays whole: rows 0–2 for row 0, rows 2–4 for row 4
+    assert edge[0, 0, 0, 0] == pytest.approx(1.0) and edge[4, 5, 0, 0] == pytest.approx(3.0)
     assert edge[2, 0, 0, 0] == pytest.approx(2.0)
+    even = pacbed.average_scan(ramp, 4)  # rows i − 2 … i + 1, clamped into 0–3 / 1–4
+    np.testing.assert_allclose(even[:, 0, 0, 0], [1.5, 1.5, 1.5, 2.5, 2.5])
+    whole = pacbed.average_scan(ramp, 9)  # longer than the scan: the whole scan
+    np.testing.assert_allclose(whole[..., 0, 0], 2.0)
     np.testing.assert_array_equal(pacbed.average_scan(data, 1), data)
+    # brute force on a random scan: every pattern is the mean of its clamped whole window
+    rand = np.random.default_rng(0).random((7, 9, 3, 3)).astype(np.float32)
+    got = pacbed.average_scan(rand, 4)
+    for i in range(7):
+        for j in range(9):
+            si, sj = min(max(i - 2, 0), 7 - 4), min(max(j - 2, 0), 9 - 4)
+            np.testing.assert_allclose(got[i, j], rand[si:si + 4, sj:sj + 4].mean(axis=(0, 1)), rtol=1e-5)
 
 
 def test_average_scan_keeps_total_intensity_of_a_uniform_scan_and_refuses_bad_input():
@@ -70,6 +83,28 @@ def test_window_from_step_then_lattice_then_single_patterns():
     assert n == 1 and "--scan-step-A" in how
     with pytest.raises(ValueError, match="scan step"):
         pacbed.window_px(3.95, -1.0)
+
+
+def test_dose_is_the_mean_count_and_none_for_fractions_of_the_beam():
+    counts = np.random.default_rng(0).poisson(50.0, (4, 4, 8, 8)).astype(np.float32)
+    assert pacbed.dose_per_pattern(counts) == pytest.approx(counts.sum(axis=(-2, -1)).mean())
+    assert pacbed.dose_per_pattern(np.full((4, 4, 8, 8), 1 / 64, np.float32)) is None
+
+
+def test_window_grows_by_whole_cells_until_it_holds_the_electrons():
+    # 8 positions per cell: one cell collects 64 × dose
+    assert pacbed.window_px(3.95, 0.49375, min_electrons=5e5, dose_e_per_pattern=1e5)[0] == 8
+    n, how = pacbed.window_px(3.95, 0.49375, min_electrons=5e5, dose_e_per_pattern=1e3)
+    assert n == 24 and "3 × 3 cells" in how  # 64 000 e per cell, ≥ 5e5 needs 9 cells
+    assert pacbed.window_px(3.95, 0.49375, min_electrons=5e5, dose_e_per_pattern=7812.5)[0] == 8  # exactly 5e5
+    # the dose comes from the counts of the scan; a noise-free simulation keeps one cell
+    scan = np.full((8, 8, 16, 16), 4e3 / 256, np.float32)
+    assert pacbed.window_px(3.95, 0.49375, scan, min_electrons=5e5)[0] == 16
+    ideal = scan / 4e3
+    n, how = pacbed.window_px(3.95, 0.49375, ideal, min_electrons=5e5)
+    assert n == 8 and "noise-free" in how
+    with pytest.raises(ValueError, match="--dose-e-per-pattern"):
+        pacbed.window_px(3.95, 0.49375, min_electrons=5e5, dose_e_per_pattern=-1.0)
 
 
 def test_group_averages_mix_only_one_group():

@@ -75,6 +75,16 @@ def test_training_recordings_stack_and_carry_dose_of_an_average(smoke_ranges):
     assert not np.array_equal(x, other)
 
 
+def test_training_recordings_hold_the_electrons_asked_for(smoke_ranges):
+    ideal = np.zeros((20, 64, 64), np.float32)
+    ideal[:, 24:40, 24:40] = 1.0 / 256
+    x = robustness.record_on_detectors(ideal, 1.5, smoke_ranges, seed=3, out_sampling_mrad=3.0, out_size=40,
+                                       per_detector=5, electrons=(2e5, 8e5))
+    totals = x.sum(axis=(-2, -1)).reshape(4, 5)
+    assert np.all((totals > 2e5 * 0.99) & (totals < 8e5 * 1.01))
+    assert len(np.unique(np.round(totals.mean(axis=1), -3))) == 4  # each detector draws its own count
+
+
 def test_summary_of_scores():
     rows = [{"share_correct": 1.0, "majority_correct": True}, {"share_correct": 0.4, "majority_correct": False}]
     assert robustness.summary(rows) == {"scans": 2, "mean_share_correct": 0.7, "min_share_correct": 0.4,
