@@ -187,12 +187,12 @@ def parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model on a simulated dataset and score it on held-out data")
     tr.add_argument("--data", required=True, help="a dataset (.zarr) from polar4d simulate")
     tr.add_argument("--model", required=True, metavar="KIND",
-                    choices=[f"{e}-{h}" for e in ("cnn", "resnet", "vgg") for h in ("cls", "reg", "proto")] + ["pca-knn", "physics"],
-                    help="{cnn,resnet,vgg}-{cls,reg,proto} | pca-knn | physics")
+                    choices=[f"{e}-{h}" for e in ("cnn", "resnet", "vgg") for h in ("cls", "reg", "proto")] + ["pca-knn", "physics", "linear"],
+                    help="{cnn,resnet,vgg}-{cls,reg,proto} | pca-knn | physics | linear")
     tr.add_argument("--profile", choices=["smoke", "default", "robust", "paper"], default="default")
     tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--split", choices=["blocked", "random"], default="blocked")
-    tr.add_argument("--out", required=True, help="model file (.pt for networks, .npz for pca-knn and physics)")
+    tr.add_argument("--out", required=True, help="model file (.pt for networks, .npz for pca-knn, physics and linear)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a training setting (max_epochs=3, augmentation=true, ...)")
     tr.set_defaults(func=_train)
@@ -220,7 +220,8 @@ def parser() -> argparse.ArgumentParser:
     dm.add_argument("--data", required=True, help="a dataset (.zarr) from polar4d simulate (the robust profile's)")
     dm.add_argument("--profile", choices=["smoke", "robust"], default="robust")
     dm.add_argument("--seed", type=int, default=888)
-    dm.add_argument("--candidates", nargs="+", default=["cnn-cls", "pca-knn", "physics"], metavar="KIND")
+    dm.add_argument("--candidates", nargs="+", default=["linear", "cnn-cls", "pca-knn", "physics"],
+                    metavar="KIND", help="kinds to train and compare (default: default_model.DEFAULT_CANDIDATES)")
     dm.add_argument("--out", required=True, help="model file (.pt; .npz if pca-knn or physics wins); MODEL_CARD.md goes beside it")
     dm.add_argument("--card", default=None, help="model card path (default: MODEL_CARD.md beside --out)")
     dm.set_defaults(func=_default_model)

@@ -22,7 +22,7 @@ from polar4d_lib import conventions, models, robustness, study
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.datasets import load_profile
 
-DEFAULT_CANDIDATES: tuple[str, ...] = ("cnn-cls", "pca-knn", "physics")
+DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "cnn-cls", "pca-knn", "physics")
 
 
 def _check_profile(profile: str) -> None:
@@ -39,9 +39,9 @@ def build_default_model(
     chosen model and the card's numbers."""
     _check_profile(profile)
     out = Path(out)
-    unknown = [k for k in candidates if k not in models.ALL_KINDS]
+    unknown = [k for k in candidates if k not in models.KNOWN_KINDS]
     if unknown or not candidates:
-        raise ValueError(f"unknown candidate kinds {unknown}; choose from {', '.join(models.ALL_KINDS)}")
+        raise ValueError(f"unknown candidate kinds {unknown}; choose from {', '.join(models.KNOWN_KINDS)}")
     ranges = robustness.RealisticRanges.for_profile(profile)
     scans = robustness.realistic_scans(ranges)
     results = []

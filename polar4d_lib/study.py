@@ -153,6 +153,9 @@ def make_model(kind: str, settings: TrainSettings, seed: int) -> models.Polariza
         )
     if kind == "pca-knn":
         return models.create(kind, preprocessor=preprocessor, seed=seed)
+    if kind == "linear":
+        augmentation = settings.augmentation_config()
+        return models.create(kind, preprocessor=preprocessor, seed=seed, d4=bool(augmentation and augmentation.d4))
     model = models.create(kind)  # the physics baseline keeps its own preprocessing, and the window
     if settings.averages is not None:
         model.preprocessor.average_window_A = preprocessor.average_window_A

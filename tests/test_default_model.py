@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from polar4d_lib import cli, io, robustness
+from polar4d_lib import cli, io, pacbed, robustness
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models import load_model
 
@@ -29,12 +29,13 @@ def retrained(smoke_dataset, tmp_path_factory):
 def test_retraining_on_smoke_writes_the_most_robust_candidate_and_its_card(retrained):
     tmp, numbers = retrained
     kinds = [c["kind"] for c in numbers["candidates"]]
-    assert kinds == ["cnn-cls", "pca-knn", "physics"]
+    assert kinds == ["linear", "cnn-cls", "pca-knn", "physics"]
     best = max(numbers["candidates"], key=lambda c: c["realistic"]["mean_share_correct"])
     assert numbers["chosen"] == best["kind"]
     model = load_model(numbers["model"])
     assert model.kind == numbers["chosen"]
     assert model.preprocessor.average_window_A == pytest.approx(3.95)
+    assert model.preprocessor.average_min_electrons == pytest.approx(1e6)  # the profile's min_electrons
     assert model.metadata["realistic"] == best["realistic"]
     assert not list(tmp.glob("*.checkpoint"))
     card = (tmp / "MODEL_CARD.md").read_text()
@@ -96,7 +97,11 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):
                      "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad), "--scan-step-A", "0.9875"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "4 × 4 positions" in out  # the shipped model averages over 3.95 Å: 4 positions at 0.9875 Å
+    shipped = load_model(cli.default_model_path())
+    # the shipped model averages over 3.95 Å: 4 positions at 0.9875 Å, times whole cells until the window
+    # holds the electrons it asks for at this scan's dose
+    n, _ = pacbed.window_px(3.95, 0.9875, item.scan.data, shipped.preprocessor.average_min_electrons)
+    assert n % 4 == 0 and f"{n} × {n} positions" in out
     metadata = io.read_predictions(tmp_path / "pred.npz")["metadata"]
-    assert metadata["model_kind"] == load_model(cli.default_model_path()).kind
-    assert metadata["average_window_px"] == 4
+    assert metadata["model_kind"] == shipped.kind
+    assert metadata["average_window_px"] == n

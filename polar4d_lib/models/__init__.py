@@ -1,19 +1,23 @@
 """The polarization models: 9 networks ({cnn,resnet,vgg}-{cls,reg,proto}), PCA + kNN and the physics
-baseline, all behind one estimator interface (:class:`~polar4d_lib.models.base.PolarizationModel`)."""
+baseline (the study's ``ALL_KINDS``), plus a linear classifier for position-averaged patterns
+(``linear``, a default-model candidate), all behind one estimator interface
+(:class:`~polar4d_lib.models.base.PolarizationModel`)."""
 
-from polar4d_lib.models import neural, pca_knn, physics  # noqa: F401  (registers the model classes)
+from polar4d_lib.models import linear, neural, pca_knn, physics  # noqa: F401  (registers the model classes)
 from polar4d_lib.models.base import REGISTRY, PolarizationModel, load_model, register
 
 NETWORK_KINDS = tuple(f"{e}-{h}" for e in ("cnn", "resnet", "vgg") for h in ("cls", "reg", "proto"))
 ALL_KINDS = NETWORK_KINDS + ("pca-knn", "physics")
+#: Every kind ``create`` and ``polar4d train`` know: the study's and the linear classifier.
+KNOWN_KINDS = ALL_KINDS + ("linear",)
 
 
 def create(kind: str, **kwargs) -> PolarizationModel:
-    """A new, unfitted model of ``kind`` (one of ``ALL_KINDS``)."""
+    """A new, unfitted model of ``kind`` (one of ``KNOWN_KINDS``)."""
     if kind not in REGISTRY:
-        raise ValueError(f"unknown model {kind!r}; use one of {', '.join(ALL_KINDS)}")
+        raise ValueError(f"unknown model {kind!r}; use one of {', '.join(KNOWN_KINDS)}")
     cls = REGISTRY[kind]
     return cls(kind=kind, **kwargs) if len(cls.kinds) > 1 else cls(**kwargs)
 
 
-__all__ = ["ALL_KINDS", "NETWORK_KINDS", "PolarizationModel", "REGISTRY", "create", "load_model", "register"]
+__all__ = ["ALL_KINDS", "KNOWN_KINDS", "NETWORK_KINDS", "PolarizationModel", "REGISTRY", "create", "load_model", "register"]
