@@ -41,6 +41,8 @@ NORMALIZATIONS = ("minmax", "log", "total", "none")
 BRIGHT_RTOL = 1e-4
 #: The bright-field disk is the region brighter than this fraction of the pattern's bright percentile.
 DISK_LEVEL = 0.2
+#: Centres are looked for within the model's crop plus this margin (px at the model's sampling) on each side.
+SEARCH_MARGIN_PX = 8
 #: Patterns handled at once by :meth:`Preprocessor.transform` (bounds the temporary memory).
 CHUNK = 2048
 
@@ -305,14 +307,28 @@ class Preprocessor:
         canvas = lambda s: resample_to(p[s].astype(np.float32), sampling, self.sampling_mrad)  # noqa: E731
         shared = None
         if self.center == "dataset":
-            total = sum(bright_centroids_px(canvas(s), self.bright_percentile).sum(axis=0) for s in chunks)
+            total = sum(self._centers(canvas(s), "bright").sum(axis=0) for s in chunks)
             shared = total / len(p)
         out = np.empty((len(p), self.size, self.size), dtype=np.float32)
         for s in chunks:
             c = canvas(s)
-            centers = shared if shared is not None else find_centers_px(c, self.center, self.bright_percentile)
+            centers = shared if shared is not None else self._centers(c)
             out[s] = normalize(crop(c, centers, self.size), self.normalize)
         return out
+
+    def _centers(self, canvas: np.ndarray, how: str | None = None) -> np.ndarray:
+        """Centres (N, 2) in canvas px, looked for within ``size + 2 · SEARCH_MARGIN_PX`` px around the
+        canvas's zero angle: the bright-field disk then covers the same share of the searched pixels
+        whatever the detector's field of view (on a 256 px detector at 1.9 mrad/px the disk is 1 % of
+        the canvas, below the bright percentile), and the centre stays near the detector's centre."""
+        n = self.size + 2 * SEARCH_MARGIN_PX
+        lo = [max(0, d // 2 - n // 2) for d in canvas.shape[-2:]]
+        window = canvas[..., lo[0]:lo[0] + n, lo[1]:lo[1] + n]
+        if how == "bright":
+            found = bright_centroids_px(window, self.bright_percentile)
+        else:
+            found = find_centers_px(window, self.center, self.bright_percentile)
+        return found + np.asarray(lo, dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able parameters."""

@@ -21,7 +21,7 @@ from polar4d_lib import config, conventions, evaluation, models, pacbed
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.augmentation import AugmentationConfig
 from polar4d_lib.datasets import Dataset, load_profile, open_dataset
-from polar4d_lib.preprocessing import Preprocessor, com_filter
+from polar4d_lib.preprocessing import SEARCH_MARGIN_PX, Preprocessor, com_filter
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,8 @@ def on_detectors(
     parts: tuple[np.ndarray, np.ndarray] | None, sampling_mrad: float, settings: TrainSettings, profile: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(patterns, labels) recorded on random detectors (``averages.detectors``), at the model's sampling
-    on a canvas 16 px larger than its crop; None stays None."""
+    on the canvas its centre search sees (the crop plus ``SEARCH_MARGIN_PX`` each side); None
+    stays None."""
     if parts is None:
         return None
     from polar4d_lib import robustness
@@ -212,7 +213,8 @@ def on_detectors(
     pre = settings.preprocessor_for()
     ranges = robustness.RealisticRanges.for_profile(profile)
     electrons = (settings.averages or {}).get("electrons")
-    x = robustness.record_on_detectors(parts[0], sampling_mrad, ranges, seed, pre.sampling_mrad, pre.size + 16,
+    x = robustness.record_on_detectors(parts[0], sampling_mrad, ranges, seed, pre.sampling_mrad,
+                                       pre.size + 2 * SEARCH_MARGIN_PX,
                                        electrons=tuple(electrons) if electrons is not None else None)
     return x, parts[1]
 

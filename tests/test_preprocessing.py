@@ -59,6 +59,19 @@ def test_offset_disk_lands_centred_in_the_crop(center):
         assert np.all(np.abs(_centroid(pattern) - 32.0) < 0.5)
 
 
+@pytest.mark.parametrize("center", ["dataset", "pattern"])
+def test_a_disk_on_a_wide_detector_is_found(center):
+    # 256 px at 1.9 mrad/px: the 24 mrad disk covers 1 % of the detector, less than the 5 % above the bright
+    # percentile; a faint noisy dark field around it must not pull the centre away
+    rng = np.random.default_rng(0)
+    disks = np.stack([_disk(n=256, sampling=1.9, offset_px=(2.4, -1.7)) * 1e3 + rng.poisson(2.0, (256, 256))
+                      for _ in range(2)])
+    out = pp.Preprocessor(sampling_mrad=3.0, size=32, center=center).transform(disks, 1.9)
+    for pattern in out:
+        inner = np.where(pattern > 0.5, pattern, 0)  # the disk, without the dark field
+        assert np.all(np.abs(_centroid(inner) - 16.0) < 0.3)
+
+
 def test_nominal_centre_keeps_the_offset():
     out = pp.Preprocessor(sampling_mrad=1.5, size=64, center="nominal").transform(_disk(), 0.8)
     expected = 32.0 + np.asarray(OFFSET_PX) * 0.8 / 1.5  # (33.76, 30.88)

@@ -14,9 +14,11 @@ always predicts from those stored arrays, so a loaded model gives identical pred
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -84,7 +86,9 @@ class LinearModel(PolarizationModel):
         scaler = StandardScaler().fit(x)
         scale = np.maximum(scaler.scale_, SCALE_FLOOR * np.median(scaler.scale_))
         z = (x - scaler.mean_) / scale
-        reg = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed).fit(z, y)
+        with warnings.catch_warnings():  # an unconverged fit is recorded in the metadata instead
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            reg = LogisticRegression(C=self.C, max_iter=self.max_iter, random_state=self.seed).fit(z, y)
         coef = np.zeros((conventions.N_CLASSES, x.shape[1]), np.float32)
         intercept = np.full(conventions.N_CLASSES, -np.inf, np.float32)  # a class never seen: probability 0
         classes = reg.classes_.astype(int)
@@ -98,7 +102,7 @@ class LinearModel(PolarizationModel):
         self.metadata.update({
             "n_train": int(len(labels)), "n_fit": int(len(x)), "train_sampling_mrad": float(sampling_mrad),
             "class_counts": np.bincount(_labels(labels, len(labels)), minlength=conventions.N_CLASSES).tolist(),
-            "iterations": int(np.max(reg.n_iter_)),
+            "iterations": int(np.max(reg.n_iter_)), "converged": bool(np.max(reg.n_iter_) < self.max_iter),
             **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))},
         })
         return self
