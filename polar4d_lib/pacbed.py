@@ -18,7 +18,7 @@ scan step; the class map keeps the scan's pixels, its resolution becomes the win
 - :func:`dose_per_pattern`: electrons per pattern of a scan recorded in counts (None for simulated
   fractions of the beam, which carry no shot noise).
 - :func:`group_averages`: training averages of random subsets of simulated patterns that share a
-  specimen, thickness and probe (a dataset's positions are random, not a grid).
+  specimen, thickness and probe (random positions, or one probe setting's whole cell raster: ``cell_grid``).
 """
 
 from __future__ import annotations
