@@ -77,6 +77,7 @@ class LinearModel(PolarizationModel):
         not used (a convex fit needs no early stopping)."""
         x = self.preprocessor.transform(patterns, sampling_mrad)
         y = _labels(labels, len(x))
+        class_counts = np.bincount(y, minlength=conventions.N_CLASSES).tolist()
         if self.d4:
             x, y = d4_images(x, y)
         if self.max_patterns is not None and len(x) > self.max_patterns:
@@ -101,7 +102,7 @@ class LinearModel(PolarizationModel):
                         "coef": coef, "intercept": intercept}
         self.metadata.update({
             "n_train": int(len(labels)), "n_fit": int(len(x)), "train_sampling_mrad": float(sampling_mrad),
-            "class_counts": np.bincount(_labels(labels, len(labels)), minlength=conventions.N_CLASSES).tolist(),
+            "class_counts": class_counts,
             "iterations": int(np.max(reg.n_iter_)), "converged": bool(np.max(reg.n_iter_) < self.max_iter),
             **{k: v for k, v in kwargs.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))},
         })
