@@ -18,7 +18,8 @@ scan step; the class map keeps the scan's pixels, its resolution becomes the win
 - :func:`dose_per_pattern`: electrons per pattern of a scan recorded in counts (None for simulated
   fractions of the beam, which carry no shot noise).
 - :func:`group_averages`: training averages of random subsets of simulated patterns that share a
-  specimen, thickness and probe (random positions, or one probe setting's whole cell raster: ``cell_grid``).
+  specimen, thickness and probe (random positions, or one probe setting's whole cell raster: ``cell_grid``),
+  or of every s-th position of that raster (:func:`raster_index`): what a coarser scan averages.
 """
 
 from __future__ import annotations
@@ -165,18 +166,43 @@ def _group_members(groups: np.ndarray, n: int) -> tuple[np.ndarray, list[np.ndar
     return names, np.split(order, np.cumsum(np.bincount(inverse.ravel(), minlength=len(names)))[:-1])
 
 
+def raster_index(position_frac: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    """Each pattern's (i, j) (N, 2) int on its group's ``n`` × ``n`` raster of one cell (``cell_grid``
+    data): its fractional cell position (N, 2) relative to the group's first pattern, in steps of 1/n."""
+    frac = np.asarray(position_frac, dtype=np.float64)
+    names, members = _group_members(groups, len(frac))
+    out = np.empty((len(frac), 2), dtype=np.int64)
+    for m in members:
+        steps = (frac[m] - frac[m[0]]) * n
+        index = np.round(steps)
+        if np.abs(steps - index).max() > 0.05:
+            raise ValueError(f"the positions of a group are not on a {n} × {n} raster of one cell; "
+                             "raster strides need a dataset simulated with cell_grid: true")
+        out[m] = np.mod(index, n).astype(np.int64)
+    return out
+
+
 def group_averages(
     patterns: np.ndarray, groups: np.ndarray, sizes: Sequence[int], n: int, seed: int,
-    labels: np.ndarray | None = None,
+    labels: np.ndarray | None = None, raster: np.ndarray | None = None, strides: Sequence[int] = (1,),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` means of random subsets of patterns (N, Qx, Qy) that share a group, the subset size drawn
-    uniformly from ``sizes`` = (low, high) (capped at the group's size), the group drawn uniformly.
-    Returns the averages (n, Qx, Qy) float32 and the index of a member of each (to carry labels)."""
+    """``n`` means of patterns (N, Qx, Qy) that share a group, the group drawn uniformly. Each mean
+    takes a stride drawn uniformly from ``strides`` (repeat one to weight it): stride 1 a random subset
+    whose size is drawn uniformly from ``sizes`` = (low, high) (capped at the group's size); stride s > 1
+    the whole sub-raster of every s-th position in x and y from a random origin — what a scan at s times
+    the raster's step averages over one cell — which needs each pattern's ``raster`` index (N, 2), see
+    :func:`raster_index`. Returns the averages (n, Qx, Qy) float32 and the index of a member of each (to
+    carry labels)."""
     patterns = np.asarray(patterns)
     names, members = _group_members(groups, len(patterns))
     low, high = (int(s) for s in sizes)
     if not 1 <= low <= high:
         raise ValueError(f"subset sizes are (low, high) with 1 ≤ low ≤ high, got {tuple(sizes)}")
+    strides = [int(s) for s in strides]
+    if not strides or min(strides) < 1:
+        raise ValueError(f"raster strides are whole numbers ≥ 1, got {strides}")
+    if max(strides) > 1 and raster is None:
+        raise ValueError("raster strides > 1 need each pattern's raster index (pacbed.raster_index)")
     if labels is not None:
         labels = np.asarray(labels)
         for g, m in zip(names, members):
@@ -187,8 +213,15 @@ def group_averages(
     first = np.empty(int(n), dtype=np.int64)
     for i in range(int(n)):
         m = members[rng.integers(len(members))]
-        k = min(int(rng.integers(low, high + 1)), len(m))
-        chosen = rng.choice(m, k, replace=False)
+        stride = strides[rng.integers(len(strides))] if len(strides) > 1 else strides[0]
+        if stride == 1:
+            k = min(int(rng.integers(low, high + 1)), len(m))
+            chosen = rng.choice(m, k, replace=False)
+        else:
+            origin = rng.integers(stride, size=2)
+            chosen = m[np.all(np.mod(raster[m] - origin, stride) == 0, axis=1)]
+            if not len(chosen):  # a partial group (subsampled training patterns): any member stands in
+                chosen = m[:1]
         out[i] = patterns[chosen].mean(axis=0)
         first[i] = chosen[0]
     return out, first

@@ -84,6 +84,9 @@ class RealisticRanges:
     classes: tuple[int, ...] = tuple(range(conventions.N_CLASSES))
     disorder_seeds: tuple[int, ...] = (101, 102)
     seed: int = 2026
+    #: Each specimen is also scanned at these multiples of ``step_A`` (every s-th position of its raster,
+    #: each recorded by its own detector): coarse scans, as fields of view wider than a few cells take.
+    strides: tuple[int, ...] = (1,)
 
     @classmethod
     def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None) -> "RealisticRanges":
@@ -186,29 +189,37 @@ class RealisticScan:
 
 
 def realistic_scans(ranges: RealisticRanges, cache_dir: str | Path | None = None) -> list[RealisticScan]:
-    """Every spec of :func:`realistic_specs` at every thickness, each recorded by its own random detector;
-    every other scan's step is left unknown (as in a bare .npy)."""
-    rng = np.random.default_rng([ranges.seed, 1])
+    """Every spec of :func:`realistic_specs` at every thickness and raster stride of ``ranges.strides``
+    (the scan at s × ``step_A``: every s-th position), each recorded by its own random detector (the
+    stride-1 scans draw theirs exactly as before strides existed); every other scan's step is left
+    unknown (as in a bare .npy)."""
+    if not ranges.strides or min(ranges.strides) < 1:
+        raise ValueError(f"realistic strides are whole numbers ≥ 1, got {list(ranges.strides)}")
+    specs = realistic_specs(ranges)
+    ideals = [simulate_realistic(spec, cache_dir) for spec in specs]
     out = []
-    for spec in realistic_specs(ranges):
-        ideal = simulate_realistic(spec, cache_dir)
-        for t, thickness in enumerate(spec.thicknesses_nm):
-            acq = random_acquisition(ranges, rng)
-            rx, ry = ideal.shape[1:3]
-            recorded, sampling = acq.apply(ideal[t].reshape(rx * ry, *ideal.shape[-2:]), spec.simulation.q_sampling_mrad)
-            step = spec.step_A if len(out) % 2 == 0 else None
-            name = f"{conventions.class_name(spec.label)} {thickness:g} nm"
-            scan = Scan(recorded.reshape(rx, ry, *recorded.shape[-2:]), sampling, spec.probe.energy_kev,
-                        spec.probe.semiangle_mrad, step, 0.0, f"realistic scan {name}")
-            description = {
-                "variant": spec.variant, "thickness_nm": thickness, "disorder_seed": spec.disorder_seed,
-                "tilt_mrad": list(spec.tilt_mrad), "defocus_nm": spec.probe.defocus_nm,
-                "astigmatism_nm": spec.probe.astigmatism_nm, "cs_um": spec.probe.cs_um,
-                "phonon_configs": spec.simulation.phonon_configs, "dose_e_per_pattern": acq.dose_e_per_pattern,
-                "sampling_mrad": sampling, "detector_px": acq.shape_out[0], "center_offset_px": list(acq.center_offset_px),
-                "psf_sigma_px": acq.psf_sigma_px, "scan_step_A": step, "scan_shape": [rx, ry],
-            }
-            out.append(RealisticScan(name, scan, spec.label, description))
+    for stride in ranges.strides:
+        rng = np.random.default_rng([ranges.seed, 1] + ([int(stride)] if stride != 1 else []))
+        for n_scan, (spec, ideal) in enumerate(zip(specs, ideals)):
+            for t, thickness in enumerate(spec.thicknesses_nm):
+                acq = random_acquisition(ranges, rng)
+                patterns = ideal[t, ::stride, ::stride]
+                rx, ry = patterns.shape[:2]
+                recorded, sampling = acq.apply(patterns.reshape(rx * ry, *ideal.shape[-2:]), spec.simulation.q_sampling_mrad)
+                true_step = spec.step_A * stride
+                step = true_step if (n_scan * len(spec.thicknesses_nm) + t) % 2 == 0 else None
+                name = f"{conventions.class_name(spec.label)} {thickness:g} nm" + (f" at {true_step:.3g} Å" if stride != 1 else "")
+                scan = Scan(recorded.reshape(rx, ry, *recorded.shape[-2:]), sampling, spec.probe.energy_kev,
+                            spec.probe.semiangle_mrad, step, 0.0, f"realistic scan {name}")
+                description = {
+                    "variant": spec.variant, "thickness_nm": thickness, "disorder_seed": spec.disorder_seed,
+                    "tilt_mrad": list(spec.tilt_mrad), "defocus_nm": spec.probe.defocus_nm,
+                    "astigmatism_nm": spec.probe.astigmatism_nm, "cs_um": spec.probe.cs_um,
+                    "phonon_configs": spec.simulation.phonon_configs, "dose_e_per_pattern": acq.dose_e_per_pattern,
+                    "sampling_mrad": sampling, "detector_px": acq.shape_out[0], "center_offset_px": list(acq.center_offset_px),
+                    "psf_sigma_px": acq.psf_sigma_px, "scan_step_A": step, "true_step_A": true_step, "scan_shape": [rx, ry],
+                }
+                out.append(RealisticScan(name, scan, spec.label, description))
     return out
 
 
@@ -235,3 +246,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"scans": len(rows), "mean_share_correct": float(shares.mean()), "min_share_correct": float(shares.min()),
             "majority_correct": float(np.mean([r["majority_correct"] for r in rows]))}
 
+
+
+def summary_by_step(rows: list[dict[str, Any]]) -> dict[float, dict[str, Any]]:
+    """:func:`summary` of the scans at each true scan step (Å), finest first."""
+    steps = sorted({round(float(r["true_step_A"]), 6) for r in rows})
+    return {step: summary([r for r in rows if round(float(r["true_step_A"]), 6) == step]) for step in steps}

@@ -10,6 +10,7 @@ split over patterns is kept for comparison. Sizes (epochs, seeds, how many patte
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +48,9 @@ class TrainSettings:
     #: validation averages on random detectors of the profile's ``realistic`` ranges
     #: (:func:`polar4d_lib.robustness.record_on_detectors`), ``electrons`` [low, high] the electrons per
     #: recorded average (log-uniform; default: the dose of a mean of 1–100 positions), ``min_electrons`` the
-    #: electrons per window the model asks of a scan (its window grows at low dose). None: single patterns.
+    #: electrons per window the model asks of a scan (its window grows at low dose), ``strides`` the raster
+    #: strides a training average is drawn from (default [1]; 2 = every other position of a ``cell_grid``
+    #: raster, what a scan at twice its step averages over one cell). None: single patterns.
     averages: dict[str, Any] | None = None
 
     def augmentation_config(self) -> AugmentationConfig | None:
@@ -77,7 +80,7 @@ class TrainSettings:
             values["random_split_kinds"] = tuple(values["random_split_kinds"])
         if values.get("averages") is not None:
             averages = dict(values["averages"])
-            config.check_known_keys(averages, {"window_A", "sizes", "n", "detectors", "electrons", "min_electrons"}, "averages setting", KeyError)
+            config.check_known_keys(averages, {"window_A", "sizes", "n", "detectors", "electrons", "min_electrons", "strides"}, "averages setting", KeyError)
             values["averages"] = averages
         return cls(**values)
 
@@ -190,11 +193,24 @@ def averaged_parts(
     patterns, labels, groups = dataset["patterns"], dataset["label"], position_groups(dataset)
     av = settings.averages or {}
     sizes, n = av.get("sizes", (1, 16)), int(av.get("n", 8 * len(train)))
-    x, first = pacbed.group_averages(patterns[train], groups[train], sizes, n, seed, labels[train])
+    strides = tuple(int(s) for s in av.get("strides", (1,)))
+    raster = None
+    if max(strides) > 1:
+        p = dataset.attrs["parameters"]
+        if not p.get("cell_grid"):
+            raise ValueError("averages.strides > 1 need a dataset simulated with cell_grid: true (whole cell rasters); "
+                             "drop strides or simulate with cell_grid")
+        side = math.isqrt(int(p["positions_per_setting"]))
+        if any(side % s for s in strides):
+            raise ValueError(f"averages.strides {list(strides)} must divide the {side} × {side} cell raster of the dataset")
+        raster = pacbed.raster_index(dataset["position_frac"], groups, side)
+    x, first = pacbed.group_averages(patterns[train], groups[train], sizes, n, seed, labels[train],
+                                     None if raster is None else raster[train], strides)
     training = (x, labels[train][first])
     validation = None
     if len(split.val):
-        x, first = pacbed.group_averages(patterns[split.val], groups[split.val], sizes, max(1, n // 10), seed + 1)
+        x, first = pacbed.group_averages(patterns[split.val], groups[split.val], sizes, max(1, n // 10), seed + 1,
+                                         raster=None if raster is None else raster[split.val], strides=strides)
         validation = (x, labels[split.val][first])
     x, first = pacbed.full_group_averages(patterns[split.test], groups[split.test])
     return training, validation, (x, labels[split.test][first])

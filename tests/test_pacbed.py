@@ -128,6 +128,63 @@ def test_group_averages_mix_only_one_group():
         pacbed.group_averages(patterns, groups, (3, 2), 5, seed=0)
 
 
+def test_raster_strides_average_every_other_position_of_a_cell_raster():
+    # two groups, each an 4 × 4 raster of one cell from its own origin (wrapped), patterns = raster index
+    n, groups, frac, index = 4, [], [], []
+    for g, origin in enumerate([(0.3, 0.9), (0.55, 0.05)]):
+        i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        frac.append(np.mod(np.stack([i.ravel(), j.ravel()], 1) / n + origin, 1.0))
+        index.append(np.stack([i.ravel(), j.ravel()], 1))
+        groups.append(np.full(n * n, g))
+    frac, index, groups = np.concatenate(frac), np.concatenate(index), np.concatenate(groups)
+    raster = pacbed.raster_index(frac, groups, n)
+    np.testing.assert_array_equal(raster, index)
+    patterns = (index[:, 0] * n + index[:, 1] + 100 * groups).astype(np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    x, first = pacbed.group_averages(patterns, groups, (16, 16), 200, seed=3, raster=raster, strides=(2,))
+    means = {(g, ox, oy): patterns[(groups == g) & (index[:, 0] % 2 == ox) & (index[:, 1] % 2 == oy)].mean()
+             for g in (0, 1) for ox in (0, 1) for oy in (0, 1)}
+    for value, member in zip(x[:, 0, 0], first):
+        matches = [k for k, v in means.items() if abs(v - value) < 1e-4]
+        assert len(matches) == 1 and matches[0][0] == groups[member]  # one whole sub-raster of its group
+    seen = {k for value in x[:, 0, 0] for k, v in means.items() if abs(v - value) < 1e-4}
+    assert seen == set(means)  # every origin of every group is drawn
+    mixed, _ = pacbed.group_averages(patterns, groups, (16, 16), 400, seed=3, raster=raster, strides=(1, 2))
+    full = {g: patterns[groups == g].mean() for g in (0, 1)}
+    is_full = np.isin(np.round(mixed[:, 0, 0], 4), np.round(list(full.values()), 4))
+    assert 0.35 < is_full.mean() < 0.65  # strides drawn uniformly
+    only_one, _ = pacbed.group_averages(patterns, groups, (2, 4), 50, seed=1)
+    again, _ = pacbed.group_averages(patterns, groups, (2, 4), 50, seed=1, raster=raster, strides=(1,))
+    np.testing.assert_array_equal(only_one, again)  # stride 1 alone draws exactly as without strides
+    with pytest.raises(ValueError, match="raster index"):
+        pacbed.group_averages(patterns, groups, (1, 2), 5, seed=0, strides=(1, 2))
+    with pytest.raises(ValueError, match="cell_grid"):
+        pacbed.raster_index(np.random.default_rng(0).random((32, 2)), groups, n)
+
+
+def test_averaged_parts_with_strides_need_and_use_cell_rasters(tmp_path, smoke_dataset):
+    from polar4d_lib import datasets
+    from tests.conftest import smoke_spec
+
+    spec = smoke_spec(variants=[0], probe_settings=1, thicknesses_nm=[0.8], cell_grid=True, positions_per_setting=16)
+    path = datasets.build(spec, tmp_path / "grid.zarr", profile="smoke", cache_dir=tmp_path / "cache", num_workers=1)
+    ds = open_dataset(path)
+    split = study.Split(train=np.arange(len(ds)), val=np.arange(0), test=np.arange(len(ds)), kind="all")
+    settings = study.TrainSettings.for_profile("smoke", {"averages": {"sizes": [16, 16], "n": 30, "strides": [2]}})
+    (x, _), _, _ = study.averaged_parts(ds, split, split.train, settings, 888)
+    raster = pacbed.raster_index(ds["position_frac"], study.position_groups(ds), 4)
+    subs = [ds["patterns"][np.all(raster % 2 == o, axis=1)].mean(axis=0) for o in ([0, 0], [0, 1], [1, 0], [1, 1])]
+    for average in x:  # each average is the mean of one stride-2 sub-raster (a scan at a/2)
+        assert min(np.abs(average - s).max() for s in subs) < 1e-6
+    with pytest.raises(ValueError, match="divide the 4 × 4"):
+        settings = study.TrainSettings.for_profile("smoke", {"averages": {"n": 3, "strides": [3]}})
+        study.averaged_parts(ds, split, split.train, settings, 888)
+    plain = open_dataset(smoke_dataset.path)
+    split = study.make_split(plain, "blocked", 888)
+    with pytest.raises(ValueError, match="cell_grid: true"):
+        settings = study.TrainSettings.for_profile("smoke", {"averages": {"n": 3, "strides": [1, 2]}})
+        study.averaged_parts(plain, split, split.train, settings, 888)
+
+
 def test_a_model_trained_on_averages_records_its_window_and_predict_uses_it(smoke_dataset, tmp_path, capsys):
     model_path = tmp_path / "avg.npz"
     code = cli.main(["train", "--data", str(smoke_dataset.path), "--model", "pca-knn", "--profile", "smoke",

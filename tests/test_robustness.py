@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,25 @@ def test_realistic_scans_are_recorded_scans_with_their_truth(smoke_ranges):
     assert [i.label for i in items] == [0, 0, 1, 1]
 
 
+def test_coarse_realistic_scans_are_every_other_position_and_leave_the_fine_ones_unchanged(smoke_ranges):
+    fine = robustness.realistic_scans(smoke_ranges)
+    both = robustness.realistic_scans(replace(smoke_ranges, strides=(1, 2)))
+    assert len(both) == 2 * len(fine)
+    for a, b in zip(fine, both):
+        assert a.name == b.name and np.array_equal(a.scan.data, b.scan.data)  # stride 1 drawn as before
+    for i, item in enumerate(both[len(fine):]):
+        spec = robustness.realistic_specs(smoke_ranges)[i // 2]
+        assert item.scan.data.shape[:2] == (2, 2) and item.label == spec.label
+        assert item.description["true_step_A"] == pytest.approx(2 * spec.step_A)
+        assert item.scan.scan_step_A == (None if i % 2 else pytest.approx(2 * spec.step_A))
+        assert item.name.endswith(f"at {2 * spec.step_A:.3g} Å")
+        ideal = robustness.simulate_realistic(spec)[i % 2, ::2, ::2].sum(axis=(-2, -1))  # the raster's every other position
+        expected = item.description["dose_e_per_pattern"] * ideal
+        assert np.all(np.abs(item.scan.data.sum(axis=(-2, -1)) - expected) < 6 * np.sqrt(expected))
+    with pytest.raises(ValueError, match="whole numbers ≥ 1"):
+        robustness.realistic_scans(replace(smoke_ranges, strides=(0,)))
+
+
 def test_training_recordings_stack_and_carry_dose_of_an_average(smoke_ranges):
     ideal = np.zeros((20, 64, 64), np.float32)
     ideal[:, 24:40, 24:40] = 1.0 / 256  # a bright-field square holding the whole beam
@@ -89,3 +110,11 @@ def test_summary_of_scores():
     rows = [{"share_correct": 1.0, "majority_correct": True}, {"share_correct": 0.4, "majority_correct": False}]
     assert robustness.summary(rows) == {"scans": 2, "mean_share_correct": 0.7, "min_share_correct": 0.4,
                                         "majority_correct": 0.5}
+    for row, step in zip(rows, (0.49375, 0.9875)):
+        row["true_step_A"] = step
+    rows.append({"share_correct": 0.6, "majority_correct": True, "true_step_A": 0.9875})
+    by_step = robustness.summary_by_step(rows)
+    assert list(by_step) == [0.49375, 0.9875]
+    assert by_step[0.49375] == {"scans": 1, "mean_share_correct": 1.0, "min_share_correct": 1.0, "majority_correct": 1.0}
+    assert by_step[0.9875]["scans"] == 2 and by_step[0.9875]["mean_share_correct"] == pytest.approx(0.5)
+    assert by_step[0.9875]["majority_correct"] == 0.5
