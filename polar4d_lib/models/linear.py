@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from polar4d_lib import conventions
 from polar4d_lib.models.base import PolarizationModel, register
-from polar4d_lib.models.pca_knn import SCALE_FLOOR, _labels
+from polar4d_lib.models.pca_knn import _labels, floored_scale
 from polar4d_lib.preprocessing import Preprocessor
 
 
@@ -85,7 +85,7 @@ class LinearModel(PolarizationModel):
             x, y = x[keep], y[keep]
         x = x.reshape(len(x), -1).astype(np.float64)
         scaler = StandardScaler().fit(x)
-        scale = np.maximum(scaler.scale_, SCALE_FLOOR * np.median(scaler.scale_))
+        scale = floored_scale(scaler.scale_)
         z = (x - scaler.mean_) / scale
         with warnings.catch_warnings():  # an unconverged fit is recorded in the metadata instead
             warnings.simplefilter("ignore", ConvergenceWarning)

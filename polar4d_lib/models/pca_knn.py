@@ -30,6 +30,13 @@ from polar4d_lib.preprocessing import Preprocessor
 SCALE_FLOOR = 1e-2
 
 
+def floored_scale(scale: np.ndarray) -> np.ndarray:
+    """A fitted scaler's per-pixel spread, floored at ``SCALE_FLOOR`` of its median: pixels that hardly
+    vary in training (far outside the disk) would be divided by ~1e-15 and blow an unseen pattern's
+    value there up to ~1e12."""
+    return np.maximum(scale, SCALE_FLOOR * np.median(scale))
+
+
 def _labels(labels: np.ndarray, n: int) -> np.ndarray:
     y = np.asarray(labels)
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
@@ -100,9 +107,7 @@ class PCAKNNModel(PolarizationModel):
             raise ValueError(f"n_neighbors={self.n_neighbors} exceeds the {len(x)} training patterns; lower it")
         pipe = self._new_pipeline()
         scaler = pipe.named_steps["scaler"].fit(x)
-        # Pixels that hardly vary in training (far outside the disk) would be divided by ~1e-15 and blow
-        # an unseen pattern's value there up to ~1e12: floor the spread at a small share of the typical one.
-        scaler.scale_ = np.maximum(scaler.scale_, SCALE_FLOOR * np.median(scaler.scale_))
+        scaler.scale_ = floored_scale(scaler.scale_)
         pipe.named_steps["pca"].fit(scaler.transform(x))
         state = _arrays_of(pipe)  # round the fitted arrays to float32 once, then use those exactly
         _set_transform(pipe, state)
