@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from polar4d_lib import conventions
+from polar4d_lib import conventions, robustness
 from polar4d_lib.cli import default_model_path
 
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
@@ -110,6 +110,13 @@ else:
     display(Markdown(f"Chosen: **{card['chosen']}**, built with `{card['command']}` (seed {card['seed']})."))
     display(candidates.round(1))
     chosen = next(c for c in card["candidates"] if c["kind"] == card["chosen"])
+    by_step = pd.DataFrame([{
+        "scan step (Å)": step, "scans": s["scans"], "patterns right (%)": 100 * s["mean_share_correct"],
+        "worst scan (%)": 100 * s["min_share_correct"], "scans with the right majority (%)": 100 * s["majority_correct"],
+    } for step, s in robustness.summary_by_step(chosen["scans"]).items()]).set_index("scan step (Å)")
+    display(Markdown("The chosen model by the scan step of the realistic scans (the same specimens, "
+                     "every s-th position; `scan_step_A` below is empty where the step was withheld):"))
+    display(by_step.round(1))
     per_scan = pd.DataFrame(chosen["scans"])[["scan", "dose_e_per_pattern", "sampling_mrad", "detector_px",
                                               "scan_step_A", "window_px", "share_correct", "majority_class"]]
     display(per_scan.round(2))

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from polar4d_lib import conventions, models, robustness, study
+from tqdm.auto import tqdm
+
+from polar4d_lib import config, conventions, models, robustness, study
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.datasets import load_profile
 
@@ -46,7 +48,9 @@ def build_default_model(
     scans = robustness.realistic_scans(ranges)
     results = []
     best = None
-    for kind in candidates:
+    bar = tqdm(candidates, desc="default-model candidates", unit="model", disable=not config.get("progress_bar"))
+    for kind in bar:
+        bar.set_postfix_str(kind)
         start = time.perf_counter()
         checkpoint = out.with_name(f"{out.name}.{kind}.checkpoint") if kind in models.NETWORK_KINDS else None
         model, holdout = study.train_and_evaluate(kind, data, profile, seed, "blocked", checkpoint_path=checkpoint,
@@ -57,6 +61,8 @@ def build_default_model(
         result = {"kind": kind, "holdout": holdout, "realistic": robustness.summary(rows), "scans": rows,
                   "seconds": round(time.perf_counter() - start, 1)}
         results.append(result)
+        bar.write(f"{kind}: {_pct(result['realistic']['mean_share_correct'])} of realistic patterns right, "
+                  f"holdout {_pct(holdout['accuracy'])}, {result['seconds']:.0f} s")
         if best is None or result["realistic"]["mean_share_correct"] > best[1]["realistic"]["mean_share_correct"]:
             best = (model, result)
     model, chosen = best
@@ -146,16 +152,21 @@ def model_card(numbers: dict[str, Any]) -> str:
         "## Realistic held-out scans",
         "Single-domain specimens never trained on (other K/Na disorder seed, frozen-phonon thermal vibrations,",
         "mistilt, probe aberrations), each thickness recorded by a random detector; every other scan has no",
-        f"scan step (window from the lattice). Ranges: `{json.dumps(numbers['realistic_ranges'])}`.",
+        "scan step (window from the lattice). Each specimen is scanned at the ranges' step and, with `strides`, at",
+        f"multiples of it (every s-th position). Ranges: `{json.dumps(numbers['realistic_ranges'])}`.",
         "",
         "| scan | thickness | dose (e/pattern) | detector | step | window | share right | majority |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in chosen["scans"]:
-        step = "unknown" if row["scan_step_A"] is None else f"{row['scan_step_A']:g} Å"
+        step = f"unknown ({row['true_step_A']:.3g} Å)" if row["scan_step_A"] is None else f"{row['scan_step_A']:.3g} Å"
         lines.append(f"| {row['scan']} | {row['thickness_nm']:g} nm | {row['dose_e_per_pattern']:.0f} | "
                      f"{row['detector_px']} px × {row['sampling_mrad']:.2f} mrad | {step} | {row['window_px']} | "
                      f"{_pct(row['share_correct'])} | {row['majority_class']} ({'right' if row['majority_correct'] else 'wrong'}) |")
+    by_step = robustness.summary_by_step(chosen["scans"])
+    lines += ["", "By scan step: " + "; ".join(
+        f"{step:.3g} Å ({s['scans']} scans): {_pct(s['mean_share_correct'])} of patterns right, worst scan "
+        f"{_pct(s['min_share_correct'])}, majority right on {_pct(s['majority_correct'])}" for step, s in by_step.items()) + "."]
     lines += [
         "",
         f"Summary: {_pct(r['mean_share_correct'])} of patterns right on average (worst scan {_pct(r['min_share_correct'])}), "

@@ -45,6 +45,8 @@ def test_retraining_on_smoke_writes_the_most_robust_candidate_and_its_card(retra
     assert numbers["dataset_parameters"]["patterns"] == len(open_dataset(numbers["data"]))
     assert '"phonon_configs": 0' in card
     assert "not met" in card  # a smoke model is nowhere near the 95 % aim, and the card says so
+    chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
+    assert f"By scan step: 1.98 Å (4 scans): {100 * chosen['realistic']['mean_share_correct']:.1f} % of patterns right" in card
     for c in numbers["candidates"]:
         share = c["realistic"]["mean_share_correct"]
         assert f"| {c['kind']} | " in card and f"{100 * share:.1f} %" in card
