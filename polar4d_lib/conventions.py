@@ -8,6 +8,8 @@ index ``n // 2`` along each axis.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 N_CLASSES = 8
@@ -111,3 +113,13 @@ def rotate90_pattern(patterns: np.ndarray, times: int = 1) -> np.ndarray:
     for _ in range(times % 4):
         p = mirror_x_pattern(np.swapaxes(p, -1, -2))
     return p
+
+
+def d4_operations() -> list[tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]]:
+    """The 8 symmetry operations of the square as (pattern map, class map) pairs, on centred square
+    patterns (..., n, n) and on classes alike: mirror kx → −kx or not, then rotate by k · 90°
+    (identity first)."""
+    def op(mirror: bool, k: int):
+        return (lambda p: rotate90_pattern(mirror_x_pattern(p) if mirror else p, k),
+                lambda c: rotate90_class(mirror_x_class(c) if mirror else c, k))
+    return [op(mirror, k) for mirror in (False, True) for k in range(4)]

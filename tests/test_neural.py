@@ -194,6 +194,36 @@ def test_save_load_round_trip_is_bitwise(trained, shifted, smoke, head, tmp_path
     assert header["preprocessor"] == Preprocessor().to_dict() and header["metadata"]["params"]["lr"] == 2e-3
 
 
+@pytest.mark.parametrize("head", ["cls", "reg"])
+def test_d4_average_predicts_exactly_equivariantly_and_survives_save_load(trained, shifted, head, tmp_path):
+    # Inputs already preprocessed (centred, at the model's sampling and size) and a nominal centre: the
+    # preprocessing is then the identity and commutes with the square's symmetries, so any difference
+    # comes from the network.
+    _, (x_held, _), sampling_raw = shifted
+    model = load_model(trained(head).save(tmp_path / f"cnn-{head}.pt"))  # a copy: the cached model stays as it is
+    x = model.preprocessor.transform(x_held[::5][:12], sampling_raw)
+    sampling = model.preprocessor.sampling_mrad
+    model.preprocessor = Preprocessor(sampling_mrad=sampling, size=model.preprocessor.size, center="nominal")
+    np.testing.assert_array_equal(model.preprocessor.transform(x, sampling), x)
+    classes = np.arange(conventions.N_CLASSES)
+    plain = [model.predict_proba(f(x), sampling)[:, g(classes)] for f, g in conventions.d4_operations()]
+    assert max(np.abs(p - plain[0]).max() for p in plain) > 1e-3  # the network alone is not equivariant
+    model.d4_average = True
+    reference = model.predict_proba(x, sampling)
+    top = np.sort(reference, axis=1)
+    clear = top[:, -1] - top[:, -2] > 1e-4  # no near-tie between the two likeliest classes
+    assert clear.sum() >= 3
+    for f, g in conventions.d4_operations():  # p(g·x)[g·k] = p(x)[k] for every operation g
+        np.testing.assert_allclose(model.predict_proba(f(x), sampling)[:, g(classes)], reference, atol=1e-6)
+        np.testing.assert_array_equal(model.predict(f(x), sampling)[clear], g(model.predict(x, sampling))[clear])
+    proba, predicted, angle = model.predict_maps(x, sampling)
+    assert np.array_equal(proba, reference) and np.array_equal(predicted, np.argmax(reference, axis=1))
+    np.testing.assert_allclose(angle, model.predict_angle_deg(x, sampling))
+    np.testing.assert_allclose(reference, np.mean(plain, axis=0), atol=1e-6)  # the mean of the 8 images
+    again = load_model(model.save(tmp_path / f"d4-{head}.pt"))
+    assert again.d4_average and np.array_equal(again.predict_proba(x, sampling), reference)
+
+
 @pytest.mark.parametrize("kind", ["resnet-cls", "resnet-reg", "resnet-proto", "vgg-cls", "vgg-reg", "vgg-proto"])
 def test_resnet_and_vgg_train_save_and_load(smoke, kind, tmp_path):
     patterns, labels, sampling = few(smoke)

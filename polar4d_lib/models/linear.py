@@ -29,16 +29,10 @@ from polar4d_lib.preprocessing import Preprocessor
 
 
 def d4_images(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The 8 images of centred square patterns (N, n, n) under the symmetry group of the square (mirror
-    x → −x, then rotate by k · 90°) with their classes mapped alike: (8N, n, n), (8N,)."""
-    xs, ys = [], []
-    for mirror in (False, True):
-        xm = conventions.mirror_x_pattern(x) if mirror else x
-        ym = conventions.mirror_x_class(y) if mirror else y
-        for k in range(4):
-            xs.append(conventions.rotate90_pattern(xm, k))
-            ys.append(conventions.rotate90_class(ym, k))
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int8)
+    """The 8 images of centred square patterns (N, n, n) under the symmetry group of the square
+    (:func:`polar4d_lib.conventions.d4_operations`) with their classes mapped alike: (8N, n, n), (8N,)."""
+    ops = conventions.d4_operations()
+    return np.concatenate([f(x) for f, _ in ops]), np.concatenate([g(y) for _, g in ops]).astype(np.int8)
 
 
 @register

@@ -132,6 +132,7 @@ class NeuralModel(PolarizationModel):
         device: str | None = None,
         dropout: float = 0.0,
         standardize: bool = True,
+        d4_average: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(kind, Preprocessor() if preprocessor is None else preprocessor, metadata)
@@ -142,6 +143,7 @@ class NeuralModel(PolarizationModel):
         self.device = str(config.resolve("device", device))
         self.dropout = float(dropout)
         self.standardize = bool(standardize)
+        self.d4_average = bool(d4_average)
         self.train_config = training.TrainConfig(lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                                                  max_epochs=max_epochs, patience=patience, seed=self.seed,
                                                  device=self.device)
@@ -163,7 +165,7 @@ class NeuralModel(PolarizationModel):
         return {"depth": self.depth, "augmentation": None if self.augmentation is None else self.augmentation.to_dict(),
                 "max_epochs": c.max_epochs, "batch_size": c.batch_size, "lr": c.lr, "weight_decay": c.weight_decay,
                 "patience": c.patience, "seed": self.seed, "dropout": self.dropout,
-                "standardize": self.standardize}
+                "standardize": self.standardize, "d4_average": self.d4_average}
 
     def _new_network(self) -> PolarNet:
         """A freshly initialised network, its weights drawn from ``seed`` (the caller's RNG untouched)."""
@@ -272,22 +274,48 @@ class NeuralModel(PolarizationModel):
     def _network_outputs(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         return self._outputs(self._inputs(patterns, sampling_mrad))
 
+    def _d4_proba(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
+        """``d4_average``: the mean over the 8 symmetry operations g of the square of the probabilities of
+        the image g·x, class g·k read as class k — a predictor that rotates and mirrors exactly with its
+        input (the network alone, trained with D4 augmentation, only approximately). (N, 8) float32."""
+        x = self._inputs(patterns, sampling_mrad)[:, 0].numpy()
+        classes = np.arange(conventions.N_CLASSES)
+        total = np.zeros((len(x), conventions.N_CLASSES))
+        for pattern_map, class_map in conventions.d4_operations():
+            image = torch.from_numpy(np.ascontiguousarray(pattern_map(x))).unsqueeze(1)
+            total += self._proba(self._outputs(image))[:, class_map(classes)]
+        return (total / len(conventions.d4_operations())).astype(np.float32)
+
+    def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities (N, 8), classes (int8) and angles (degrees) from one preprocessing: without
+        ``d4_average`` from one network pass, with it from the D4 mean of the probabilities (classes its
+        argmax, angles its circular mean)."""
+        if self.d4_average:
+            proba = self._d4_proba(patterns, sampling_mrad)
+            return proba, np.argmax(proba, axis=1).astype(np.int8), circular_mean_deg(proba)
+        out = self._network_outputs(patterns, sampling_mrad)
+        return self._proba(out), self._classes(out), self._angle_deg(out)
+
     def predict_proba(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
-        """(N, 8) float32: cls softmax; reg exp(κ_max·r·cos(θ_k − θ̂)) normalised; proto softmax(cos/T)."""
+        """(N, 8) float32: cls softmax; reg exp(κ_max·r·cos(θ_k − θ̂)) normalised; proto softmax(cos/T)
+        (with ``d4_average``: their mean over the 8 symmetric images)."""
+        if self.d4_average:
+            return self._d4_proba(patterns, sampling_mrad)
         return self._proba(self._network_outputs(patterns, sampling_mrad))
 
     def predict(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
-        """Classes (int8): cls argmax, reg the atan2 sector of the output, proto the cosine-nearest class mean."""
+        """Classes (int8): cls argmax, reg the atan2 sector of the output, proto the cosine-nearest class
+        mean (with ``d4_average``: the argmax of the averaged probabilities)."""
+        if self.d4_average:
+            return np.argmax(self._d4_proba(patterns, sampling_mrad), axis=1).astype(np.int8)
         return self._classes(self._network_outputs(patterns, sampling_mrad))
 
     def predict_angle_deg(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
-        """reg: the decoded angle atan2(s, c) in degrees [0, 360); others: the probability-weighted mean."""
+        """reg: the decoded angle atan2(s, c) in degrees [0, 360); others (and ``d4_average``): the
+        probability-weighted circular mean."""
+        if self.d4_average:
+            return circular_mean_deg(self._d4_proba(patterns, sampling_mrad))
         return self._angle_deg(self._network_outputs(patterns, sampling_mrad))
-
-    def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The three predictions from one preprocessing and one network pass."""
-        out = self._network_outputs(patterns, sampling_mrad)
-        return self._proba(out), self._classes(out), self._angle_deg(out)
 
     # --- persistence ---------------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -298,7 +326,9 @@ class NeuralModel(PolarizationModel):
                 "class_means": self.class_means, "class_present": self.class_present}
 
     def _write(self, path: str) -> None:
-        torch.save({"header": json.dumps(self.header()), **self._state()}, path)
+        state = self._state()
+        self.metadata["params"] = self.params()  # as they are now (d4_average may be set after fitting)
+        torch.save({"header": json.dumps(self.header()), **state}, path)
 
     @classmethod
     def _from_state(cls, header: dict[str, Any], state: dict[str, Any]) -> "NeuralModel":
