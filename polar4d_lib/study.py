@@ -52,6 +52,9 @@ class TrainSettings:
     #: strides a training average is drawn from (default [1]; 2 = every other position of a ``cell_grid``
     #: raster, what a scan at twice its step averages over one cell). None: single patterns.
     averages: dict[str, Any] | None = None
+    #: Networks predict the mean of their probabilities over the 8 symmetric images of each input
+    #: (``NeuralModel.d4_average``): exactly equivariant maps; 8 network passes per prediction.
+    d4_average: bool = False
 
     def augmentation_config(self) -> AugmentationConfig | None:
         """The augmentation of networks' training batches, or None."""
@@ -152,7 +155,7 @@ def make_model(kind: str, settings: TrainSettings, seed: int) -> models.Polariza
             kind, preprocessor=preprocessor, depth=settings.depth.get(encoder),
             augmentation=settings.augmentation_config(),
             max_epochs=settings.max_epochs, batch_size=settings.batch_size, patience=settings.patience, seed=seed,
-            lr=settings.lr,
+            lr=settings.lr, d4_average=settings.d4_average,
         )
     if kind == "pca-knn":
         return models.create(kind, preprocessor=preprocessor, seed=seed)

@@ -37,6 +37,7 @@ def test_retraining_on_smoke_writes_the_most_robust_candidate_and_its_card(retra
     assert model.preprocessor.average_window_A == pytest.approx(3.95)
     assert model.preprocessor.average_min_electrons == pytest.approx(1e6)  # the profile's min_electrons
     assert model.metadata["realistic"] == best["realistic"]
+    assert numbers["train_settings"]["d4_average"] is True  # the smoke recipe's networks average over D4, as the robust one's
     assert not list(tmp.glob("*.checkpoint"))
     card = (tmp / "MODEL_CARD.md").read_text()
     assert f"# polar4d default model: {numbers['chosen']}" in card
