@@ -170,7 +170,7 @@ def raster_index(position_frac: np.ndarray, groups: np.ndarray, n: int) -> np.nd
     """Each pattern's (i, j) (N, 2) int on its group's ``n`` × ``n`` raster of one cell (``cell_grid``
     data): its fractional cell position (N, 2) relative to the group's first pattern, in steps of 1/n."""
     frac = np.asarray(position_frac, dtype=np.float64)
-    names, members = _group_members(groups, len(frac))
+    _, members = _group_members(groups, len(frac))
     out = np.empty((len(frac), 2), dtype=np.int64)
     for m in members:
         steps = (frac[m] - frac[m[0]]) * n

@@ -279,12 +279,12 @@ class NeuralModel(PolarizationModel):
         the image g·x, class g·k read as class k — a predictor that rotates and mirrors exactly with its
         input (the network alone, trained with D4 augmentation, only approximately). (N, 8) float32."""
         x = self._inputs(patterns, sampling_mrad)[:, 0].numpy()
-        classes = np.arange(conventions.N_CLASSES)
+        classes, operations = np.arange(conventions.N_CLASSES), conventions.d4_operations()
         total = np.zeros((len(x), conventions.N_CLASSES))
-        for pattern_map, class_map in conventions.d4_operations():
+        for pattern_map, class_map in operations:
             image = torch.from_numpy(np.ascontiguousarray(pattern_map(x))).unsqueeze(1)
             total += self._proba(self._outputs(image))[:, class_map(classes)]
-        return (total / len(conventions.d4_operations())).astype(np.float32)
+        return (total / len(operations)).astype(np.float32)
 
     def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities (N, 8), classes (int8) and angles (degrees) from one preprocessing: without
