@@ -14,7 +14,6 @@ Prints measured figures; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -27,16 +26,15 @@ from polar4d_lib.models import load_model
 
 def raster_means(dataset, indices: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Means (M, Qx, Qy) of every stride-``stride`` sub-raster of each group among ``indices``, and their labels."""
-    side = math.isqrt(int(dataset.attrs["parameters"]["positions_per_setting"]))
     groups = study.position_groups(dataset)[indices]
-    raster = pacbed.raster_index(dataset["position_frac"][indices], groups, side)
+    raster = study.raster_indices(dataset, (stride,))[indices]
     patterns, labels = dataset["patterns"][indices], dataset["label"][indices]
     means, truth = [], []
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)
         for ox in range(stride):
             for oy in range(stride):
-                chosen = members[np.all(np.mod(raster[members] - (ox, oy), stride) == 0, axis=1)]
+                chosen = members[pacbed.sub_raster(raster[members], stride, (ox, oy))]
                 means.append(patterns[chosen].mean(axis=0))
                 truth.append(labels[chosen[0]])
     return np.stack(means), np.asarray(truth)
@@ -50,8 +48,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=888, help="seed of the blocked split (the model's)")
     args = parser.parse_args()
     dataset = open_dataset(args.data)
-    if not dataset.attrs["parameters"].get("cell_grid"):
-        raise SystemExit(f"{args.data} was not simulated with cell_grid: true; use the robust dataset")
     model = load_model(args.model or default_model_path())
     test = study.make_split(dataset, "blocked", args.seed).test
     sampling = float(dataset.attrs["q_sampling_mrad"])
@@ -59,7 +55,10 @@ def main() -> None:
     print(f"{'raster':>22} | {'all':>6} | " + " | ".join(f"{n:>5}" for n in conventions.CLASS_NAMES) + " | means | s")
     for stride in (1, args.stride):
         start = time.perf_counter()
-        x, y = raster_means(dataset, test, stride)
+        try:
+            x, y = raster_means(dataset, test, stride)
+        except ValueError as error:  # not a cell_grid dataset, or a stride that does not divide its rasters
+            raise SystemExit(f"{args.data}: {error}") from None
         right = model.predict(x, sampling) == y
         per_class = [f"{100 * right[y == k].mean():5.1f}" if np.any(y == k) else "    -" for k in range(conventions.N_CLASSES)]
         name = "whole raster" if stride == 1 else f"stride-{stride} sub-rasters"

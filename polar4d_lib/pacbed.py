@@ -182,6 +182,12 @@ def raster_index(position_frac: np.ndarray, groups: np.ndarray, n: int) -> np.nd
     return out
 
 
+def sub_raster(raster: np.ndarray, stride: int, origin: Sequence[int]) -> np.ndarray:
+    """Which of the patterns with raster indices ``raster`` (N, 2) lie on every ``stride``-th position in
+    x and y from ``origin`` (i, j): (N,) bool."""
+    return np.all(np.mod(np.asarray(raster) - np.asarray(origin), stride) == 0, axis=1)
+
+
 def group_averages(
     patterns: np.ndarray, groups: np.ndarray, sizes: Sequence[int], n: int, seed: int,
     labels: np.ndarray | None = None, raster: np.ndarray | None = None, strides: Sequence[int] = (1,),
@@ -219,7 +225,7 @@ def group_averages(
             chosen = rng.choice(m, k, replace=False)
         else:
             origin = rng.integers(stride, size=2)
-            chosen = m[np.all(np.mod(raster[m] - origin, stride) == 0, axis=1)]
+            chosen = m[sub_raster(raster[m], stride, origin)]
             if not len(chosen):  # a partial group (subsampled training patterns): any member stands in
                 chosen = m[:1]
         out[i] = patterns[chosen].mean(axis=0)

@@ -247,7 +247,6 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "majority_correct": float(np.mean([r["majority_correct"] for r in rows]))}
 
 
-
 def summary_by_step(rows: list[dict[str, Any]]) -> dict[float, dict[str, Any]]:
     """:func:`summary` of the scans at each true scan step (Å), finest first."""
     steps = sorted({round(float(r["true_step_A"]), 6) for r in rows})

@@ -187,6 +187,19 @@ def position_groups(dataset: Dataset) -> np.ndarray:
     return np.unique(keys, axis=0, return_inverse=True)[1].ravel()
 
 
+def raster_indices(dataset: Dataset, strides: tuple[int, ...], groups: np.ndarray | None = None) -> np.ndarray:
+    """Every pattern's (i, j) on its probe setting's cell raster (:func:`polar4d_lib.pacbed.raster_index`),
+    after checking that the dataset has such rasters (``cell_grid``) and that ``strides`` divide them."""
+    p = dataset.attrs["parameters"]
+    if not p.get("cell_grid"):
+        raise ValueError("averages.strides > 1 need a dataset simulated with cell_grid: true (whole cell rasters); "
+                         "drop strides or simulate with cell_grid")
+    side = math.isqrt(int(p["positions_per_setting"]))
+    if any(side % s for s in strides):
+        raise ValueError(f"averages.strides {list(strides)} must divide the {side} × {side} cell raster of the dataset")
+    return pacbed.raster_index(dataset["position_frac"], position_groups(dataset) if groups is None else groups, side)
+
+
 def averaged_parts(
     dataset: Dataset, split: Split, train: np.ndarray, settings: TrainSettings, seed: int
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray]]:
@@ -197,16 +210,7 @@ def averaged_parts(
     av = settings.averages or {}
     sizes, n = av.get("sizes", (1, 16)), int(av.get("n", 8 * len(train)))
     strides = tuple(int(s) for s in av.get("strides", (1,)))
-    raster = None
-    if max(strides) > 1:
-        p = dataset.attrs["parameters"]
-        if not p.get("cell_grid"):
-            raise ValueError("averages.strides > 1 need a dataset simulated with cell_grid: true (whole cell rasters); "
-                             "drop strides or simulate with cell_grid")
-        side = math.isqrt(int(p["positions_per_setting"]))
-        if any(side % s for s in strides):
-            raise ValueError(f"averages.strides {list(strides)} must divide the {side} × {side} cell raster of the dataset")
-        raster = pacbed.raster_index(dataset["position_frac"], groups, side)
+    raster = raster_indices(dataset, strides, groups) if max(strides) > 1 else None
     x, first = pacbed.group_averages(patterns[train], groups[train], sizes, n, seed, labels[train],
                                      None if raster is None else raster[train], strides)
     training = (x, labels[train][first])
