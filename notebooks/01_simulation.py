@@ -55,6 +55,7 @@ thicknesses_nm = None  # thickness series (nm); the gallery uses the thickest
 grid_n = None  # n × n probe positions over one unit cell (position averages, CoM maps); exact if n > 2α/(λ/a)
 
 position_grid_n = 4  # n × n fractional probe positions (0, 1/n, …) in the position figure
+step_grid_n = [3, 4, 5, 6, 7, 8, 10]  # rasters of a/n in the scan-step figure
 
 disorder_seed = 0  # seed of the random K/Na occupation of the A sites
 structure_thickness_nm = 1.2  # specimen thickness drawn in the structure pictures (nm)
@@ -91,6 +92,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from polar4d_lib import acquisition, conventions, datasets, detector, plotting, simulation, structure
+from polar4d_lib.pacbed import alias_free_step_A
 
 if profile not in chapter_sizes:
     raise ValueError(f"profile {profile!r} has no chapter sizes; use one of {', '.join(chapter_sizes)}")
@@ -343,6 +345,32 @@ plotting.position_grid_figure(position_patterns, position_fractions, q_mrad,
 # has to see through it. Some positions may carry little polarity information at all — a plausible origin
 # of the periodic misclassifications reported in the study, which the evaluation chapters test.
 #
+# **Scan step.** A model that reads the mean over one cell of positions (the PACBED) needs that mean to
+# be the same wherever the scan's raster happens to sit on the lattice. It is, exactly, when the step is
+# below λ/(2α): the probe holds plane waves up to α/λ, so the patterns vary with its position at spatial
+# frequencies up to 2α/λ only, and a finer raster samples that variation without aliasing. Below, a
+# raster of step a/n over the whole supercell (so that the K/Na disorder, which repeats only with the
+# supercell, averages out as well) is moved by a fraction of a step and the two means are compared:
+
+# %% tags=["hide-input"]
+alias_free_A = alias_free_step_A(probe.energy_kev, probe.semiangle_mrad)
+step_dependence = [simulation.raster_origin_dependence(lambda r: showcase_prism.patterns(probe, r), spec.a_A, n,
+                                                       cells=lateral_cells)[t_show] for n in step_grid_n]
+coarse = [f"a/{n} = {spec.a_A / n:.2f} Å: {d:.3f}" for n, d in zip(step_grid_n, step_dependence) if spec.a_A / n >= alias_free_A]
+fine = max((d for n, d in zip(step_grid_n, step_dependence) if spec.a_A / n < alias_free_A), default=float("nan"))
+display(Markdown(
+    f"At {probe.energy_kev:g} keV and {probe.semiangle_mrad:g} mrad, λ/(2α) = **{alias_free_A:.2f} Å**. Rasters "
+    f"finer than that give the same mean wherever they sit (at most {fine:.1e}, round-off); coarser ones do "
+    f"not ({'; '.join(coarse)}): up to {max(step_dependence) / class_spread:.0f} times the {class_spread:.4f} "
+    "between the classes' means. A scan at a/4 shows the model a mean that changes with where its raster sits by "
+    "far more than the polarization changes it: the default model is trained on such means too, and its card "
+    "scores scans at a/8 and a/4 separately."
+))
+plotting.origin_dependence_figure(
+    [spec.a_A / n for n in step_grid_n], step_dependence, alias_free_A, class_spread,
+    title=f"{showcase_class}, {thicknesses[t_show]:.1f} nm: mean of a raster moved by a fraction of a step")
+
+# %% [markdown]
 # **Thickness.** The scattering matrix was computed with exit planes at every thickness of the series, so
 # one simulation gives the whole series. The second row shows the polar part of the Friedel difference
 # (minus the paraelectric cell's), which changes its strength and pattern with thickness as dynamical

@@ -20,9 +20,10 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from polar4d_lib import config, conventions, models, robustness, study
+from polar4d_lib import config, conventions, models, pacbed, robustness, study
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.datasets import load_profile
+from polar4d_lib.simulation import ProbeSettings
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "cnn-cls", "pca-knn", "physics")
 
@@ -169,10 +170,15 @@ def model_card(numbers: dict[str, Any]) -> str:
                      f"{row['detector_px']} px × {row['sampling_mrad']:.2f} mrad | {step} | {row['window_px']} | "
                      f"{_pct(row['share_correct'])} | {row['majority_class']} ({'right' if row['majority_correct'] else 'wrong'}) |")
     by_step = robustness.summary_by_step(chosen["scans"])
+    probe = ProbeSettings()  # the realistic scans' beam
+    limit = pacbed.alias_free_step_A(probe.energy_kev, probe.semiangle_mrad)
     lines += ["", "By scan step: " + "; ".join(
         f"{step:.3g} Å ({s['scans']} scans): {_pct(s['mean_share_correct'])} of patterns right, worst scan "
         f"{_pct(s['min_share_correct'])}, majority right on {_pct(s['majority_correct'])} (aim {_aim(s)})"
-        for step, s in by_step.items()) + "."]
+        for step, s in by_step.items()) + ". "
+        f"Steps below λ/(2α) = {limit:.2f} Å ({probe.energy_kev:g} keV, {probe.semiangle_mrad:g} mrad) average a cell "
+        "the same wherever the raster sits; coarser ones alias the probe-position dependence into the average "
+        "(`pacbed.alias_free_step_A`), and `polar4d predict` warns about them."]
     lines += [
         "",
         f"Summary: {_pct(r['mean_share_correct'])} of patterns right on average (worst scan {_pct(r['min_share_correct'])}), "

@@ -15,6 +15,8 @@ scan step; the class map keeps the scan's pixels, its resolution becomes the win
   by whole cells until it holds the electrons the model needs (``Preprocessor.average_min_electrons``):
   the polar asymmetry is about 1 % of a PACBED, so telling 8 directions apart needs ~10⁵–10⁶ electrons
   per window, more than one cell of positions collects at 10³ e/pattern.
+- :func:`alias_free_step_A`: the scan step λ/(2α) below which a one-cell mean does not depend on where the
+  raster sits (coarser scans alias the position dependence into the mean).
 - :func:`dose_per_pattern`: electrons per pattern of a scan recorded in counts (None for simulated
   fractions of the beam, which carry no shot noise).
 - :func:`group_averages`: training averages of random subsets of simulated patterns that share a
@@ -33,6 +35,20 @@ from scipy import ndimage
 #: A lattice counts as seen when the autocorrelation of the dark-field image at one period reaches this
 #: fraction of its value at zero lag (a perfect lattice gives 1, noise ~0).
 MIN_LATTICE_CORRELATION = 0.3
+
+
+def alias_free_step_A(energy_kev: float, semiangle_mrad: float) -> float:
+    """The scan step (Å) below which a raster's mean over whole cells does not depend on where the raster
+    sits: λ/(2α). The patterns vary with the probe position only at spatial frequencies up to 2α/λ (pairs
+    of the probe's plane waves interfere), so a finer raster samples that variation without aliasing
+    (:func:`polar4d_lib.simulation.raster_origin_dependence` measures it). 200 keV, 24 mrad: 0.52 Å, so
+    a/8 = 0.49 Å of KNN is exact and a/4 = 0.99 Å is not."""
+    if not (math.isfinite(energy_kev) and energy_kev > 0 and math.isfinite(semiangle_mrad) and semiangle_mrad > 0):
+        raise ValueError(f"need a beam energy (keV) and a convergence semi-angle (mrad) > 0, got {energy_kev!r}, "
+                         f"{semiangle_mrad!r}; pass --energy-kev and --semiangle-mrad")
+    from polar4d_lib.simulation import wavelength_A  # abTEM: imported only when asked
+
+    return wavelength_A(energy_kev) / (2e-3 * semiangle_mrad)
 
 
 def _check_window(window: int) -> int:

@@ -47,6 +47,35 @@ def averaging_window(
                             getattr(model.preprocessor, "average_min_electrons", None), dose_e_per_pattern)
 
 
+def coarse_step_warning(model: Any, scan: Scan) -> str | None:
+    """A one-line warning when ``model`` averages over a cell and the scan step is not below λ/(2α)
+    (:func:`pacbed.alias_free_step_A`): each cell's mean then depends on where the raster sits. The step is
+    the scan's, else one model window (a cell) over the lattice period seen in the scan; energy and
+    semi-angle are the scan's, else the study's probe (:class:`simulation.ProbeSettings`)."""
+    from polar4d_lib.simulation import ProbeSettings
+
+    window_A = getattr(model.preprocessor, "average_window_A", None)
+    if window_A is None:
+        return None
+    step, how = scan.scan_step_A, ""
+    if step is None:
+        period = pacbed.lattice_period_px(scan.data)
+        if period is None:
+            return None
+        step, how = window_A / period, f" (one cell of {window_A:g} Å over the lattice period, {period:.1f} positions)"
+    study = ProbeSettings()
+    energy = scan.energy_kev if scan.energy_kev is not None else study.energy_kev
+    alpha = scan.semiangle_mrad if scan.semiangle_mrad is not None else study.semiangle_mrad
+    limit = pacbed.alias_free_step_A(energy, alpha)
+    if step < limit:
+        return None
+    assumed = ("" if scan.energy_kev is not None and scan.semiangle_mrad is not None
+               else " (assumed; pass --energy-kev and --semiangle-mrad)")
+    return (f"scan step {step:.2f} Å{how} is not below λ/(2α) = {limit:.2f} Å at {energy:g} keV, {alpha:g} mrad"
+            f"{assumed}: each cell's mean depends on where the raster sits, so the map is less reliable "
+            f"(see the model card's scores by scan step); scan at steps below {limit:.2f} Å")
+
+
 def predict_scan(
     model: Any, scan: Scan, abstain_below: float | None = None, window_px: int | None = None,
     dose_e_per_pattern: float | None = None,
@@ -88,5 +117,6 @@ def predict_scan(
         "average_window_px": window,
         "averaging": window_note,
         "notes": scan.notes,
+        "coarse_step_warning": coarse_step_warning(model, scan),
     }
     return Prediction(classes.reshape(rx, ry), proba.reshape(rx, ry, -1), angle.reshape(rx, ry), metadata)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import abtem
 import ase
@@ -292,6 +293,32 @@ def cell_grid_positions(a_A: float, n: int, origin_cell: tuple[int, int] = (0, 0
     frac = np.arange(n) / n
     fx, fy = np.meshgrid(frac, frac, indexing="ij")
     return (np.stack([fx.ravel(), fy.ravel()], -1) + np.asarray(origin_cell)) * a_A
+
+
+def raster_origin_dependence(
+    patterns: Callable[[np.ndarray], np.ndarray], a_A: float, n: int, shift_frac: tuple[float, float] = (0.37, 0.21),
+    cells: int = 1,
+) -> np.ndarray:
+    """How much the mean of a raster of step a/n over ``cells`` × ``cells`` unit cells depends on where the
+    raster sits: Σ|M₁ − M₀| / Σ M₀ per thickness, M₀ the mean of the raster from the origin and M₁ that of
+    the same raster moved by ``shift_frac`` of a step. ``patterns`` maps positions (N × 2, Å) to patterns
+    (T, N, Qx, Qy), e.g. ``lambda r: prism.patterns(probe, r)``. Take ``cells`` = the supercell's width for
+    a specimen that repeats only with the supercell (K/Na disorder), so that only the sampling is compared.
+
+    A probe inside a semi-angle α holds plane waves up to α/λ; the intensity they give varies with the probe
+    position r at spatial frequencies up to 2α/λ only (differences of two of those waves). A raster's mean
+    over whole periods equals the mean over every position when no non-zero multiple of 1/step falls in that
+    band, i.e. for steps below λ/(2α) (:func:`polar4d_lib.pacbed.alias_free_step_A`); coarser rasters alias
+    the position dependence into their mean, and that changes with the raster's origin."""
+    if not (isinstance(n, (int, np.integer)) and n >= 1 and isinstance(cells, (int, np.integer)) and cells >= 1):
+        raise ValueError(f"the raster has n × n positions per cell over cells × cells cells, n, cells ≥ 1; got {n!r}, {cells!r}")
+    frac = np.arange(int(n) * int(cells)) / n
+    fx, fy = np.meshgrid(frac, frac, indexing="ij")
+    grid = np.stack([fx.ravel(), fy.ravel()], -1) * a_A
+    shifted = grid + np.asarray(shift_frac, dtype=float) * a_A / n
+    m0 = np.asarray(patterns(grid), dtype=np.float64).mean(axis=1)
+    m1 = np.asarray(patterns(shifted), dtype=np.float64).mean(axis=1)
+    return np.abs(m1 - m0).sum(axis=(-2, -1)) / m0.sum(axis=(-2, -1))
 
 
 def random_positions(n: int, extent_A: tuple[float, float], rng: np.random.Generator) -> np.ndarray:

@@ -48,6 +48,7 @@ def test_retraining_on_smoke_writes_the_most_robust_candidate_and_its_card(retra
     assert "not met" in card  # a smoke model is nowhere near the 95 % aim, and the card says so
     chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
     assert f"By scan step: 1.98 Å (4 scans): {100 * chosen['realistic']['mean_share_correct']:.1f} % of patterns right" in card
+    assert "Steps below λ/(2α) = 0.52 Å (200 keV, 24 mrad) average a cell the same wherever the raster sits" in card
     for c in numbers["candidates"]:
         share = c["realistic"]["mean_share_correct"]
         assert f"| {c['kind']} | " in card and f"{100 * share:.1f} %" in card
@@ -62,8 +63,13 @@ def test_the_retrained_model_predicts_a_realistic_scan_through_the_cli(retrained
     np.save(tmp / "scan.npy", item.scan.data)
     code = cli.main(["predict", str(tmp / "scan.npy"), "--out", str(tmp / "pred.npz"), "--model", numbers["model"],
                      "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad)])
-    assert code == 0, capsys.readouterr()
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    # the smoke scans step a/2 = 1.98 Å: coarser than λ/(2α) = 0.52 Å, which predict says on one line
+    assert err.count("\n") == 1 and "warning: scan step 1.98 Å (one cell of 3.95 Å over the lattice period" in err
+    assert "λ/(2α) = 0.52 Å at 200 keV, 24 mrad (assumed" in err
     result = io.read_predictions(tmp / "pred.npz")
+    assert result["metadata"]["coarse_step_warning"] in err
     assert result["class_map"].shape == item.scan.data.shape[:2]
     row = next(r for c in numbers["candidates"] if c["kind"] == numbers["chosen"] for r in c["scans"] if r["scan"] == item.name)
     assert result["metadata"]["average_window_px"] == row["window_px"]
@@ -98,8 +104,9 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):
     np.save(tmp_path / "scan.npy", item.scan.data)
     code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "pred.npz"),
                      "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad), "--scan-step-A", "0.9875"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 0, out
+    assert "warning: scan step 0.99 Å is not below λ/(2α) = 0.52 Å" in err
     shipped = load_model(cli.default_model_path())
     # the shipped model averages over 3.95 Å: 4 positions at 0.9875 Å, times whole cells until the window
     # holds the electrons it asks for at this scan's dose
@@ -108,3 +115,10 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):
     metadata = io.read_predictions(tmp_path / "pred.npz")["metadata"]
     assert metadata["model_kind"] == shipped.kind
     assert metadata["average_window_px"] == n
+    assert metadata["coarse_step_warning"] in err
+    # at a/8 = 0.49 Å (below λ/(2α) at the 200 keV and 24 mrad given) there is nothing to warn about
+    code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "pred.npz"),
+                     "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad), "--scan-step-A", "0.49375",
+                     "--energy-kev", "200", "--semiangle-mrad", "24"])
+    assert code == 0 and "warning" not in capsys.readouterr().err
+    assert io.read_predictions(tmp_path / "pred.npz")["metadata"]["coarse_step_warning"] is None

@@ -91,6 +91,17 @@ def test_dose_is_the_mean_count_and_none_for_fractions_of_the_beam():
     assert pacbed.dose_per_pattern(np.full((4, 4, 8, 8), 1 / 64, np.float32)) is None
 
 
+def test_alias_free_step_is_lambda_over_twice_the_semiangle():
+    # λ(200 keV) = 0.02508 Å: 0.02508 / (2 × 0.024) = 0.5225 Å, between a/8 and a/4 of KNN (a = 3.95 Å)
+    assert pacbed.alias_free_step_A(200.0, 24.0) == pytest.approx(0.5225, abs=1e-4)
+    assert 3.95 / 8 < pacbed.alias_free_step_A(200.0, 24.0) < 3.95 / 4
+    assert pacbed.alias_free_step_A(200.0, 12.0) == pytest.approx(2 * pacbed.alias_free_step_A(200.0, 24.0))
+    assert pacbed.alias_free_step_A(300.0, 24.0) < pacbed.alias_free_step_A(200.0, 24.0)  # shorter wavelength
+    for energy, alpha in ((200.0, 0.0), (float("nan"), 24.0), (-1.0, 24.0)):
+        with pytest.raises(ValueError, match="--energy-kev and --semiangle-mrad"):
+            pacbed.alias_free_step_A(energy, alpha)
+
+
 def test_window_grows_by_whole_cells_until_it_holds_the_electrons():
     # 8 positions per cell: one cell collects 64 × dose
     assert pacbed.window_px(3.95, 0.49375, min_electrons=5e5, dose_e_per_pattern=1e5)[0] == 8
