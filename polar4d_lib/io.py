@@ -53,6 +53,10 @@ class Scan:
         return float(self.q_sampling_mrad)
 
 
+#: py4DSTEM real-space pixel units and their length in Å.
+R_UNITS_IN_A: dict[str, float] = {"A": 1.0, "Å": 1.0, "nm": 10.0, "pm": 0.01}
+
+
 def _from_datacube(datacube: Any, source: str, energy_kev: float | None) -> Scan:
     cal = datacube.calibration
     sampling, notes = None, []
@@ -65,7 +69,10 @@ def _from_datacube(datacube: Any, source: str, energy_kev: float | None) -> Scan
             notes.append(f"Q calibration {size} Å⁻¹/px converted at {energy_kev} keV")
         else:
             notes.append("Q calibration in Å⁻¹ needs the beam energy (--energy-kev) to become mrad")
-    r_step = cal.get_R_pixel_size() if str(cal.get_R_pixel_units()) == "A" else None
+    r_units = str(cal.get_R_pixel_units())
+    r_step = float(cal.get_R_pixel_size()) * R_UNITS_IN_A[r_units] if r_units in R_UNITS_IN_A else None
+    if r_step is None and r_units not in ("pixels", "None"):
+        notes.append(f"scan step in unknown units {r_units!r} ignored; pass --scan-step-A")
     semiangle = None
     try:
         semiangle = cal.get_convergence_semiangle_mrad()

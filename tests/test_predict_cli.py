@@ -83,6 +83,25 @@ def test_predict_on_npy_needs_the_sampling_flag(trained, capsys):
     assert json.dumps(result["metadata"])  # plain JSON
 
 
+@pytest.mark.parametrize("units, size, step_A", [("A", 0.49375, 0.49375), ("nm", 0.099, 0.99), ("pm", 49.375, 0.49375),
+                                                  ("furlong", 1.0, None)])
+def test_the_scan_step_is_read_from_a_py4dstem_file_in_its_units(trained, units, size, step_A):
+    import py4DSTEM
+
+    tmp, _, scan, _ = trained
+    datacube = py4DSTEM.DataCube(data=scan.data)
+    datacube.calibration.set_Q_pixel_size(scan.q_sampling_mrad)
+    datacube.calibration.set_Q_pixel_units("mrad")
+    datacube.calibration.set_R_pixel_size(size)
+    datacube.calibration.set_R_pixel_units(units)
+    py4DSTEM.save(str(tmp / f"step_{units}.h5"), datacube, mode="o")
+    read = io.read_scan(tmp / f"step_{units}.h5")
+    if step_A is None:
+        assert read.scan_step_A is None and any("unknown units 'furlong'" in note for note in read.notes)
+    else:
+        assert read.scan_step_A == pytest.approx(step_A)
+
+
 def test_predict_refuses_a_py4dstem_file_without_calibration(trained, capsys):
     tmp, model, scan, _ = trained
     source = io.write_scan_h5(io.Scan(scan.data, source="uncalibrated"), tmp / "uncalibrated.h5")
