@@ -112,8 +112,10 @@ fig
 # The shipped default model (last row) was trained on patterns averaged over one unit cell of probe
 # positions (PACBED), so every position is classified from the mean of the patterns within one cell
 # around it: the map is smoother and the wall is blurred over about one cell — its resolution. This scan
-# is stepped at a/4, so a cell holds only 4 × 4 positions: the default model is weaker at that step than at
-# a/8, and more so on thicker specimens (its scores by scan step are on the results page).
+# is stepped at a/4, so a cell holds only 4 × 4 positions, and 0.99 Å is coarser than λ/(2α) = 0.52 Å: the
+# mean over a cell then depends on where the raster sits (chapter **simulation**, section 4). The default
+# model is weaker at that step than at a/8, and more so on thicker specimens (its scores by scan step are
+# on the results page).
 
 # %% tags=["hide-input"]
 # The explorer of section 4 computes each model's maps once per scan and dose; this section reads them.

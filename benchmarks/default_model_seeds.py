@@ -1,0 +1,107 @@
+"""How much the shipped model's recipe depends on its seed, and what the mean of several seeds' networks gets.
+
+The default model is one network trained with one seed (which draws the blocked split, the training
+averages, their detectors and the initial weights). This trains the same recipe (``polar4d default-model
+--candidates cnn-cls``) with each of the paper's five seeds — resumably, one model per seed under
+``--workdir``; the shipped model counts for its own seed — and prints, per seed and as mean ± std, the
+holdout accuracy (each seed on its own held-out specimens) and the realistic scans by scan step. With
+``--mean`` it also scores the mean of the seeds' probabilities (an ensemble) on the realistic scans, which
+no seed trained on (slow: every model runs over every scan again).
+
+Usage: python benchmarks/default_model_seeds.py [--data data/robust.zarr] [--profile robust]
+       [--seeds 888 1212 3000 5000 7000] [--workdir .cache/polar4d/default_model_seeds] [--mean]
+Takes about 13 min per seed to train on 2 cores. Prints measured figures; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from polar4d_lib import robustness
+from polar4d_lib.cli import default_model_path
+from polar4d_lib.default_model import build_default_model
+from polar4d_lib.models import load_model
+from polar4d_lib.models.base import circular_mean_deg
+
+KIND = "cnn-cls"
+
+
+class MeanOfModels:
+    """The mean of the members' probabilities; they must share one preprocessing (one recipe)."""
+
+    def __init__(self, members: list) -> None:
+        if any(m.preprocessor.to_dict() != members[0].preprocessor.to_dict() for m in members):
+            raise ValueError("the members were trained with different preprocessing; average only one recipe's seeds")
+        self.members, self.preprocessor, self.kind, self.metadata = members, members[0].preprocessor, "mean", {}
+
+    def predict_maps(self, patterns: np.ndarray, sampling_mrad: float):
+        proba = np.mean([m.predict_proba(patterns, sampling_mrad) for m in self.members], axis=0).astype(np.float32)
+        return proba, np.argmax(proba, axis=1).astype(np.int8), circular_mean_deg(proba)
+
+
+def seed_run(data: str, profile: str, seed: int, workdir: Path) -> tuple[dict, Path]:
+    """The card numbers and model path of ``seed``: the shipped model's if it is this recipe and seed,
+    else the run under ``workdir`` (trained now if missing; an interrupted run resumes)."""
+    shipped = default_model_path().with_name("MODEL_CARD.json")
+    if shipped.exists():
+        numbers = json.loads(shipped.read_text())
+        if numbers["seed"] == seed and numbers["chosen"] == KIND and numbers["profile"] == profile:
+            return numbers, Path(numbers["model"])
+    card = workdir / str(seed) / "MODEL_CARD.json"
+    if not card.exists():
+        build_default_model(data, profile, card.with_name("model.pt"), seed=seed, candidates=[KIND],
+                            command=f"benchmarks/default_model_seeds.py seed {seed}")
+    numbers = json.loads(card.read_text())
+    return numbers, Path(numbers["model"])
+
+
+def row(name: str, holdout: float | None, by_step: dict, overall: float) -> str:
+    cells = [f"{name:>12}", f"{100 * holdout:6.1f}" if holdout is not None else "     -", f"{100 * overall:5.1f}"]
+    for s in by_step.values():
+        cells.append(f"{100 * s['mean_share_correct']:6.1f} {100 * s['majority_correct']:5.0f}")
+    return " | ".join(cells)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data/robust.zarr")
+    parser.add_argument("--profile", default="robust")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[888, 1212, 3000, 5000, 7000])
+    parser.add_argument("--workdir", default=".cache/polar4d/default_model_seeds")
+    parser.add_argument("--mean", action="store_true", help="also score the mean of the seeds' probabilities")
+    args = parser.parse_args()
+    workdir = Path(args.workdir)
+    runs = {seed: seed_run(args.data, args.profile, seed, workdir) for seed in args.seeds}
+    steps = None
+    print(f"{KIND} of profile {args.profile} on {args.data}; realistic scans: % of patterns right and % of scans "
+          "with the right majority, by scan step")
+    table = []
+    for seed, (numbers, _) in runs.items():
+        chosen = next(c for c in numbers["candidates"] if c["kind"] == KIND)
+        by_step = robustness.summary_by_step(chosen["scans"])
+        steps = steps or list(by_step)
+        if list(by_step) != steps:
+            raise SystemExit(f"seed {seed} was judged on other scan steps ({list(by_step)} vs {steps}); rerun it")
+        table.append((seed, chosen["holdout"]["accuracy"], chosen["realistic"]["mean_share_correct"], by_step))
+    print(f"{'seed':>12} | {'holdout':>6} | {'all':>5} | " + " | ".join(f"{s:.3f} Å: right  maj" for s in steps))
+    for seed, holdout, overall, by_step in table:
+        print(row(str(seed), holdout, by_step, overall))
+    columns = np.array([[h, o] + [b[s]["mean_share_correct"] for s in steps] for _, h, o, b in table])
+    std = columns.std(0, ddof=1) if len(columns) > 1 else np.zeros(columns.shape[1])
+    print(f"{'mean ± std':>12} | " + " | ".join(f"{100 * m:.1f} ± {100 * d:.1f}" for m, d in zip(columns.mean(0), std)))
+    best = max(table, key=lambda t: t[2])
+    print(f"most robust (the share of all realistic patterns right, default-model's criterion): seed {best[0]}")
+    if args.mean and len(runs) > 1:
+        scans = robustness.realistic_scans(robustness.RealisticRanges.for_profile(args.profile))
+        mean = MeanOfModels([load_model(path) for _, path in runs.values()])
+        rows = robustness.score_scans(mean, scans)
+        print(row(f"mean of {len(runs)}", None, robustness.summary_by_step(rows), robustness.summary(rows)["mean_share_correct"])
+              + "   (no holdout: the seeds held out different specimens)")
+
+
+if __name__ == "__main__":
+    main()
