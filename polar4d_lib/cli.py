@@ -106,6 +106,10 @@ def _default_model(args: argparse.Namespace) -> int:
     chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])["realistic"]
     print(f"chose {model.kind}: {100 * chosen['mean_share_correct']:.1f} % of patterns right on {chosen['scans']} realistic "
           f"scans, majority right on {100 * chosen['majority_correct']:.0f} %; wrote {numbers['model']} and its model card")
+    if "test" in numbers:
+        test = numbers["test"]["realistic"]
+        print(f"on {test['scans']} independent test scans (chosen on none of them): {100 * test['mean_share_correct']:.1f} % "
+              f"of patterns right, majority right on {100 * test['majority_correct']:.0f} %")
     return 0
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import config, conventions
+from polar4d_lib import config, conventions, pacbed
 from polar4d_lib.acquisition import Acquisition
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.io import Scan
@@ -89,13 +89,30 @@ class RealisticRanges:
     strides: tuple[int, ...] = (1,)
 
     @classmethod
-    def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None) -> "RealisticRanges":
+    def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None,
+                    section: str = "realistic") -> "RealisticRanges":
+        """The ranges of ``profile``'s ``section`` of profiles.yaml (``realistic``: the scans a model is
+        chosen on; ``realistic_test``: an independent draw that nothing is chosen on)."""
         from polar4d_lib.datasets import load_profile
 
-        values = {**load_profile(profile, "realistic"), **(overrides or {})}
+        values = {**load_profile(profile, section), **(overrides or {})}
         config.check_known_keys(values, cls.__dataclass_fields__, "realistic-scan setting", KeyError)
         return cls(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
                       for k, v in values.items()})
+
+
+def test_ranges(profile: str) -> "RealisticRanges | None":
+    """The independent test scans of ``profile`` (its ``realistic_test`` section), or None if it has none."""
+    from polar4d_lib.datasets import load_profile
+
+    return RealisticRanges.for_profile(profile, section="realistic_test") if load_profile(profile, "realistic_test") else None
+
+
+def alias_free_step_A() -> tuple[ProbeSettings, float]:
+    """The realistic scans' beam and its λ/(2α) (Å): scan steps below it average a cell the same
+    wherever the raster sits (:func:`polar4d_lib.pacbed.alias_free_step_A`)."""
+    beam = ProbeSettings()
+    return beam, pacbed.alias_free_step_A(beam.energy_kev, beam.semiangle_mrad)
 
 
 def realistic_specs(ranges: RealisticRanges) -> list[RealisticScanSpec]:

@@ -56,6 +56,39 @@ def test_retraining_on_smoke_writes_the_most_robust_candidate_and_its_card(retra
         assert c["realistic"]["mean_share_correct"] == pytest.approx(np.mean([r["share_correct"] for r in c["scans"]]))
 
 
+def test_the_card_scores_the_chosen_model_on_independent_test_scans(retrained):
+    tmp, numbers = retrained
+    chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
+    test = numbers["test"]
+    assert test["realistic_ranges"]["seed"] == 2027 and test["realistic_ranges"]["disorder_seeds"] == [103]
+    assert len(test["scans"]) == test["realistic"]["scans"] == 4  # 2 classes × 2 thicknesses, like the choosing set
+    assert test["realistic"]["mean_share_correct"] == pytest.approx(np.mean([r["share_correct"] for r in test["scans"]]))
+    assert {r["disorder_seed"] for r in test["scans"]} == {103}
+    assert {r["disorder_seed"] for r in chosen["scans"]}.isdisjoint({103})
+    # another draw: its detectors differ from the choosing set's scan for scan
+    assert [r["dose_e_per_pattern"] for r in test["scans"]] != [r["dose_e_per_pattern"] for r in chosen["scans"]]
+    assert load_model(numbers["model"]).metadata["realistic_test"] == test["realistic"]
+    card = (tmp / "MODEL_CARD.md").read_text()
+    assert "## Independent test scans (nothing is chosen on these)" in card
+    t = test["realistic"]
+    assert (f"Test summary: {100 * t['mean_share_correct']:.1f} % of patterns right on average (worst scan "
+            f"{100 * t['min_share_correct']:.1f} %)") in card
+    assert "judged on the independent test scans: **not met**" in card
+
+
+@pytest.mark.parametrize("profile", ["smoke", "robust"])
+def test_the_test_scans_share_no_disorder_seed_with_training_or_the_choosing_scans(profile):
+    from polar4d_lib.datasets import spec_for_profile
+
+    test, choosing = robustness.test_ranges(profile), robustness.RealisticRanges.for_profile(profile)
+    assert test.seed != choosing.seed
+    assert set(test.disorder_seeds).isdisjoint(choosing.disorder_seeds)
+    assert set(test.disorder_seeds).isdisjoint(spec_for_profile(profile).disorder_seeds)
+    # everything but the draw is the same, so the two sets measure the same thing
+    assert {k: v for k, v in vars(test).items() if k not in ("seed", "disorder_seeds")} == \
+        {k: v for k, v in vars(choosing).items() if k not in ("seed", "disorder_seeds")}
+
+
 def test_the_retrained_model_predicts_a_realistic_scan_through_the_cli(retrained, capsys):
     tmp, numbers = retrained
     item = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))[1]
