@@ -6,7 +6,8 @@ profiles.yaml) on the blocked split of ``D``, scores each on the synthetic holdo
 averages) and on the profile's held-out realistic scans (:mod:`polar4d_lib.robustness`, scored exactly as
 ``polar4d predict`` maps them), keeps the candidate with the highest mean share of patterns right on the
 realistic scans, and writes it with a model card (Markdown) and the same numbers as JSON beside it.
-Where the profile has a ``realistic_test`` section, the chosen model is also scored on that second,
+With a ``window_choice`` section, each candidate's electrons per window (how far its window grows at low
+dose) are chosen on the same scans from the profile's grid (:func:`choose_min_electrons`). Where the profile has a ``realistic_test`` section, the chosen model is also scored on that second,
 independent draw of scans, which nothing is chosen on: the card's unbiased figures.
 """
 
@@ -48,6 +49,9 @@ def build_default_model(
         raise ValueError(f"unknown candidate kinds {unknown}; choose from {', '.join(models.KNOWN_KINDS)}")
     ranges = robustness.RealisticRanges.for_profile(profile)
     scans = robustness.realistic_scans(ranges)
+    grid = tuple(float(e) for e in load_profile(profile, "window_choice").get("min_electrons", ()))
+    if not all(e > 0 and e != float("inf") for e in grid):
+        raise ValueError(f"window_choice.min_electrons of profile {profile!r} must be electrons > 0, got {list(grid)}")
     results = []
     best = None
     bar = tqdm(candidates, desc="default-model candidates", unit="model", disable=not config.get("progress_bar"))
@@ -59,9 +63,10 @@ def build_default_model(
                                                   stage="default_model")
         if checkpoint is not None and checkpoint.exists():  # finished: the checkpoint only served resuming
             checkpoint.unlink()
-        rows = robustness.score_scans(model, scans)
+        rows, window_choice = choose_min_electrons(model, scans, grid)
         result = {"kind": kind, "holdout": holdout, "realistic": robustness.summary(rows), "scans": rows,
-                  "seconds": round(time.perf_counter() - start, 1)}
+                  "min_electrons": getattr(model.preprocessor, "average_min_electrons", None),
+                  "window_choice": window_choice, "seconds": round(time.perf_counter() - start, 1)}
         results.append(result)
         bar.write(f"{kind}: {_pct(result['realistic']['mean_share_correct'])} of realistic patterns right, "
                   f"holdout {_pct(holdout['accuracy'])}, {result['seconds']:.0f} s")
@@ -94,6 +99,24 @@ def build_default_model(
     study.write_json(numbers, card.with_suffix(".json"))
     atomic_write(card, lambda tmp: Path(tmp).write_text(model_card(numbers)))
     return model, numbers
+
+
+def choose_min_electrons(
+    model: models.PolarizationModel, scans: list[robustness.RealisticScan], grid: Sequence[float],
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]] | None]:
+    """Score ``model`` on ``scans`` with each of ``grid``'s electrons per window (a window grows by whole
+    cells until it holds them: fewer give finer maps, more steadier ones) and keep on its preprocessor the
+    one with the most patterns right, the fewest electrons on a tie. Returns that one's scored scans and
+    each grid value's summary (None where there is no grid or the model does not average positions)."""
+    if not grid or getattr(model.preprocessor, "average_window_A", None) is None:
+        return robustness.score_scans(model, scans), None
+    scored = {}
+    for electrons in sorted(grid):
+        model.preprocessor.average_min_electrons = float(electrons)
+        scored[float(electrons)] = robustness.score_scans(model, scans)
+    best = max(scored, key=lambda e: (robustness.summary(scored[e])["mean_share_correct"], -e))
+    model.preprocessor.average_min_electrons = best
+    return scored[best], {f"{e:g}": robustness.summary(rows) for e, rows in scored.items()}
 
 
 def dataset_parameters(data: str | os.PathLike) -> dict[str, Any]:
@@ -165,14 +188,20 @@ def model_card(numbers: dict[str, Any]) -> str:
         "",
         "## Candidates (chosen by the mean share of patterns right on the realistic scans)",
         "",
-        "| model | holdout accuracy | holdout macro-F1 | holdout mean angular error | realistic: mean share right | worst scan | scans with the right majority | train + score time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | holdout accuracy | holdout macro-F1 | holdout mean angular error | realistic: mean share right | worst scan | scans with the right majority | electrons per window | train + score time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in numbers["candidates"]:
         ch, cr = c["holdout"], c["realistic"]
+        electrons = f"{c['min_electrons']:.2g}" if c.get("min_electrons") else "–"
         lines.append(f"| {c['kind']} | {_pct(ch['accuracy'])} | {ch['macro_f1']:.3f} | {ch['mean_angular_error_deg']:.1f}° | "
                      f"{_pct(cr['mean_share_correct'])} | {_pct(cr['min_share_correct'])} | {_pct(cr['majority_correct'])} | "
-                     f"{c['seconds']:.0f} s |")
+                     f"{electrons} | {c['seconds']:.0f} s |")
+    if chosen.get("window_choice"):
+        lines += ["", "Electrons per window, chosen on the realistic scans below (a window grows by whole cells until "
+                  "it holds them; the most patterns right wins, the fewest electrons on a tie): "
+                  + "; ".join(f"{float(e):.2g} e: {_pct(s['mean_share_correct'])}" for e, s in chosen["window_choice"].items())
+                  + f" for {chosen['kind']}."]
     lines += [
         "",
         f"Synthetic holdout: {h['split']}; {h['n']} test inputs ({h['test_inputs']}), {h['n_train']} training averages.",

@@ -35,7 +35,8 @@ def test_retraining_on_smoke_writes_the_most_robust_candidate_and_its_card(retra
     model = load_model(numbers["model"])
     assert model.kind == numbers["chosen"]
     assert model.preprocessor.average_window_A == pytest.approx(3.95)
-    assert model.preprocessor.average_min_electrons == pytest.approx(1e6)  # the profile's min_electrons
+    # the electrons per window come from the profile's grid, chosen on the realistic scans
+    assert model.preprocessor.average_min_electrons == best["min_electrons"] and best["min_electrons"] in (1e6, 4e6)
     assert model.metadata["realistic"] == best["realistic"]
     assert numbers["train_settings"]["d4_average"] is True  # the smoke recipe's networks average over D4, as the robust one's
     assert not list(tmp.glob("*.checkpoint"))
@@ -54,6 +55,32 @@ def test_retraining_on_smoke_writes_the_most_robust_candidate_and_its_card(retra
         assert f"| {c['kind']} | " in card and f"{100 * share:.1f} %" in card
         assert len(c["scans"]) == c["realistic"]["scans"] == 4  # 2 classes × 2 thicknesses
         assert c["realistic"]["mean_share_correct"] == pytest.approx(np.mean([r["share_correct"] for r in c["scans"]]))
+
+
+def test_each_candidate_asks_for_the_electrons_per_window_that_score_best_on_the_choosing_scans(retrained):
+    tmp, numbers = retrained
+    for c in numbers["candidates"]:  # every smoke candidate averages positions (physics included)
+        grid = c["window_choice"]
+        assert list(grid) == ["1e+06", "4e+06"]
+        shares = {float(e): s["mean_share_correct"] for e, s in grid.items()}
+        top = max(shares.values())
+        assert c["min_electrons"] == min(e for e, share in shares.items() if share == top)  # a tie: the finer map
+        assert c["realistic"] == grid[f"{c['min_electrons']:g}"]
+        assert all(r["window_px"] >= 1 for r in c["scans"])
+    chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
+    card = (tmp / "MODEL_CARD.md").read_text()
+    assert ("Electrons per window, chosen on the realistic scans below" in card
+            and f"1e+06 e: {100 * chosen['window_choice']['1e+06']['mean_share_correct']:.1f} %" in card)
+
+
+def test_a_window_grows_with_the_electrons_it_must_hold():
+    scans = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))
+    model = load_model(cli.default_model_path())
+    windows = {}
+    for electrons in (1e6, 1e8):
+        model.preprocessor.average_min_electrons = electrons
+        windows[electrons] = [r["window_px"] for r in robustness.score_scans(model, scans)]
+    assert all(b >= a for a, b in zip(windows[1e6], windows[1e8])) and windows[1e8] != windows[1e6]
 
 
 def test_the_card_scores_the_chosen_model_on_independent_test_scans(retrained):
