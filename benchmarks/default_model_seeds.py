@@ -7,12 +7,14 @@ averages, their detectors and the initial weights). This trains the same recipe 
 holdout accuracy (each seed on its own held-out specimens) and the realistic scans by scan step. Where the
 profile has independent test scans (``realistic_test``), every seed is scored on them too (cached per seed
 under ``--workdir``): picking the best seed on the first scans is a choice, and only the second set tells
-what it is worth. With
+what it is worth. ``--min-electrons E`` scores every seed on both sets with E electrons per window (the
+window grows by whole cells at low dose until it holds them). With
 ``--mean`` it also scores the mean of the seeds' probabilities (an ensemble) on the realistic scans, which
 no seed trained on (slow: every model runs over every scan again).
 
 Usage: python benchmarks/default_model_seeds.py [--data data/robust.zarr] [--profile robust]
        [--seeds 888 1212 3000 5000 7000] [--workdir .cache/polar4d/default_model_seeds] [--mean]
+       [--min-electrons E]
 Takes about 13 min per seed to train on 2 cores. Prints measured figures; nothing is asserted.
 """
 
@@ -70,6 +72,25 @@ def row(name: str, holdout: float | None, by_step: dict, overall: float) -> str:
     return " | ".join(cells)
 
 
+def scored_scans(path: Path, ranges: robustness.RealisticRanges, scans: list, cache: Path,
+                 min_electrons: float | None) -> list[dict]:
+    """The model at ``path`` scored on the scans of ``ranges`` (``scans`` is filled once and shared), with
+    ``min_electrons`` per window if given; cached at ``cache`` under the ranges, model and electrons."""
+    model = load_model(path)
+    if min_electrons is not None:
+        model.preprocessor.average_min_electrons = float(min_electrons)
+    key = json.dumps({"ranges": dataclasses.asdict(ranges), "model": str(path), "mtime": path.stat().st_mtime,
+                      "min_electrons": model.preprocessor.average_min_electrons}, sort_keys=True, default=list)
+    if cache.exists() and json.loads(cache.read_text())["key"] == key:
+        return json.loads(cache.read_text())["rows"]
+    if not scans:
+        scans.extend(robustness.realistic_scans(ranges))
+    rows = robustness.score_scans(model, scans)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    study.write_json({"key": key, "rows": rows}, cache)
+    return rows
+
+
 def print_table(results: dict[int, tuple[float, list[dict]]]) -> int:
     """Print, per seed and as mean ± std, the holdout accuracy and the scored scans by scan step; return
     the seed with the highest share of all patterns right."""
@@ -97,33 +118,37 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[888, 1212, 3000, 5000, 7000])
     parser.add_argument("--workdir", default=".cache/polar4d/default_model_seeds")
     parser.add_argument("--mean", action="store_true", help="also score the mean of the seeds' probabilities")
+    parser.add_argument("--min-electrons", type=float, default=None,
+                        help="score every seed with this many electrons per window (default: each model's own)")
     args = parser.parse_args()
     workdir = Path(args.workdir)
     runs = {seed: seed_run(args.data, args.profile, seed, workdir) for seed in args.seeds}
-    print(f"{KIND} of profile {args.profile} on {args.data}; realistic scans: % of patterns right and % of scans "
-          "with the right majority, by scan step")
-    choosing = {seed: next(c for c in numbers["candidates"] if c["kind"] == KIND) for seed, (numbers, _) in runs.items()}
-    best = print_table({seed: (c["holdout"]["accuracy"], c["scans"]) for seed, c in choosing.items()})
-    print(f"most robust (the share of all realistic patterns right, default-model's criterion): seed {best}")
-    independent = robustness.test_ranges(args.profile)
-    if independent is not None:
-        scans = None
-        scored = {}
+    choosing_ranges = robustness.RealisticRanges.for_profile(args.profile)
+    sets = {"choosing": choosing_ranges, "test": robustness.test_ranges(args.profile)}
+    cards = {seed: next(c for c in numbers["candidates"] if c["kind"] == KIND) for seed, (numbers, _) in runs.items()}
+    electrons = f"{args.min_electrons:.2g} e per window for every seed" if args.min_electrons else "each seed's own electrons per window"
+    print(f"{KIND} of profile {args.profile} on {args.data}, {electrons}; realistic scans: % of patterns right and "
+          "% of scans with the right majority, by scan step")
+    chosen_seed = None
+    for name, ranges in sets.items():
+        if ranges is None:
+            continue
+        scans: list = []
+        rows = {}
         for seed, (_, path) in runs.items():
-            cache = workdir / str(seed) / "test_scans.json"
-            key = json.dumps(dataclasses.asdict(independent), sort_keys=True, default=list)
-            if cache.exists() and json.loads(cache.read_text())["ranges"] == key:
-                scored[seed] = json.loads(cache.read_text())["rows"]
+            if name == "choosing" and args.min_electrons is None:
+                rows[seed] = cards[seed]["scans"]  # what default-model scored
                 continue
-            scans = scans if scans is not None else robustness.realistic_scans(independent)
-            scored[seed] = robustness.score_scans(load_model(path), scans)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            study.write_json({"ranges": key, "rows": scored[seed]}, cache)
-        print(f"\nthe profile's independent test scans (seed {independent.seed}, disorder seeds "
-              f"{list(independent.disorder_seeds)}; nothing is chosen on them):")
-        test_best = print_table({seed: (choosing[seed]["holdout"]["accuracy"], rows) for seed, rows in scored.items()})
-        print(f"most robust on the test scans: seed {test_best}; the seed chosen on the choosing scans ({best}) gets "
-              f"{100 * robustness.summary(scored[best])['mean_share_correct']:.1f} % there")
+            rows[seed] = scored_scans(path, ranges, scans, workdir / str(seed) / f"{name}_scans.json", args.min_electrons)
+        print(f"\n{name} scans (seed {ranges.seed}, disorder seeds {list(ranges.disorder_seeds)}"
+              + ("; nothing is chosen on them):" if name == "test" else "):"))
+        best = print_table({seed: (cards[seed]["holdout"]["accuracy"], r) for seed, r in rows.items()})
+        print(f"most robust (the share of all realistic patterns right, default-model's criterion): seed {best}")
+        if name == "choosing":
+            chosen_seed = best
+        else:
+            print(f"the seed most robust on the choosing scans ({chosen_seed}) gets "
+                  f"{100 * robustness.summary(rows[chosen_seed])['mean_share_correct']:.1f} % here")
     if args.mean and len(runs) > 1:
         scans = robustness.realistic_scans(robustness.RealisticRanges.for_profile(args.profile))
         mean = MeanOfModels([load_model(path) for _, path in runs.values()])
