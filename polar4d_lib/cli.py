@@ -137,8 +137,9 @@ def _predict(args: argparse.Namespace) -> int:
                         scan_step_A=args.scan_step_a)
     prediction = predict_scan(load_model(model_path), scan, abstain_below=args.abstain_below,
                               window_px=args.window_px, dose_e_per_pattern=args.dose_e_per_pattern)
-    if prediction.metadata["coarse_step_warning"]:
-        print(f"polar4d predict: warning: {prediction.metadata['coarse_step_warning']}", file=sys.stderr)
+    for key in ("coarse_step_warning", "low_dose_warning"):
+        if prediction.metadata[key]:
+            print(f"polar4d predict: warning: {prediction.metadata[key]}", file=sys.stderr)
     io.write_predictions(out, prediction.class_map, prediction.probabilities, prediction.angle_deg,
                          prediction.metadata)
     png = out.with_suffix(".png")

@@ -76,6 +76,25 @@ def coarse_step_warning(model: Any, scan: Scan) -> str | None:
             f"(see the model card's scores by scan step); scan at steps below {limit:.2f} Å")
 
 
+def low_dose_warning(model: Any, scan: Scan, window: int, dose_e_per_pattern: float | None = None) -> str | None:
+    """A one-line warning when the averaging ``window`` (positions per side) that the dose calls for is
+    clipped by the scan's size, so that even the whole scan holds fewer electrons than ``model`` asks of a
+    window (``average_min_electrons``): every position then shares one under-dosed mean."""
+    needed = getattr(model.preprocessor, "average_min_electrons", None)
+    rx, ry = scan.data.shape[:2]
+    if needed is None or (window <= rx and window <= ry):
+        return None
+    dose = dose_e_per_pattern if dose_e_per_pattern is not None else pacbed.dose_per_pattern(scan.data)
+    if dose is None:
+        return None
+    held = dose * min(window, rx) * min(window, ry)
+    if held >= needed:
+        return None
+    return (f"the scan ({rx} × {ry} positions at {dose:.3g} e/pattern) holds {held:.2g} electrons, fewer than the "
+            f"{needed:.2g} the model asks of a window: every position gets the one mean of the whole scan and the "
+            "map is unreliable; scan a larger field or at a higher dose")
+
+
 def predict_scan(
     model: Any, scan: Scan, abstain_below: float | None = None, window_px: int | None = None,
     dose_e_per_pattern: float | None = None,
@@ -118,5 +137,6 @@ def predict_scan(
         "averaging": window_note,
         "notes": scan.notes,
         "coarse_step_warning": coarse_step_warning(model, scan),
+        "low_dose_warning": low_dose_warning(model, scan, window, dose_e_per_pattern) if window_px is None else None,
     }
     return Prediction(classes.reshape(rx, ry), proba.reshape(rx, ry, -1), angle.reshape(rx, ry), metadata)

@@ -126,10 +126,13 @@ def test_the_retrained_model_predicts_a_realistic_scan_through_the_cli(retrained
     out, err = capsys.readouterr()
     assert code == 0, out + err
     # the smoke scans step a/2 = 1.98 Å: coarser than λ/(2α) = 0.52 Å, which predict says on one line
-    assert err.count("\n") == 1 and "warning: scan step 1.98 Å (one cell of 3.95 Å over the lattice period" in err
+    assert "warning: scan step 1.98 Å (one cell of 3.95 Å over the lattice period" in err
+    # a 4 × 4-position scan cannot hold the electrons the model asks of a window, which predict says too
+    lines = err.splitlines()
+    assert len(lines) == 2 and "fewer than the" in lines[1] and "every position gets the one mean of the whole scan" in lines[1]
     assert "λ/(2α) = 0.52 Å at 200 keV, 24 mrad (assumed" in err
     result = io.read_predictions(tmp / "pred.npz")
-    assert result["metadata"]["coarse_step_warning"] in err
+    assert result["metadata"]["coarse_step_warning"] in err and result["metadata"]["low_dose_warning"] in err
     assert result["class_map"].shape == item.scan.data.shape[:2]
     row = next(r for c in numbers["candidates"] if c["kind"] == numbers["chosen"] for r in c["scans"] if r["scan"] == item.name)
     assert result["metadata"]["average_window_px"] == row["window_px"]
@@ -176,9 +179,28 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):
     assert metadata["model_kind"] == shipped.kind
     assert metadata["average_window_px"] == n
     assert metadata["coarse_step_warning"] in err
-    # at a/8 = 0.49 Å (below λ/(2α) at the 200 keV and 24 mrad given) there is nothing to warn about
+    # at a/8 = 0.49 Å (below λ/(2α) at the 200 keV and 24 mrad given), and counted 1000 times longer so that
+    # the small scan holds the electrons the model asks for, there is nothing to warn about
+    np.save(tmp_path / "scan.npy", item.scan.data * 1e3)
     code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "pred.npz"),
                      "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad), "--scan-step-A", "0.49375",
                      "--energy-kev", "200", "--semiangle-mrad", "24"])
     assert code == 0 and "warning" not in capsys.readouterr().err
     assert io.read_predictions(tmp_path / "pred.npz")["metadata"]["coarse_step_warning"] is None
+
+
+def test_predict_warns_when_the_whole_scan_holds_fewer_electrons_than_a_window_needs():
+    from polar4d_lib.predict import predict_scan
+
+    item = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))[0]
+    model = load_model(cli.default_model_path())
+    rx, ry = item.scan.data.shape[:2]
+    dose = pacbed.dose_per_pattern(item.scan.data)
+    assert dose * rx * ry < model.preprocessor.average_min_electrons  # the smoke scan is small and dim
+    warning = predict_scan(model, item.scan).metadata["low_dose_warning"]
+    assert warning.startswith(f"the scan ({rx} × {ry} positions at {dose:.3g} e/pattern) holds {dose * rx * ry:.2g} electrons")
+    # the same scan counted 10^4 times longer holds enough: the window fits in the scan, no warning
+    brighter = io.Scan(item.scan.data * 1e4, item.scan.q_sampling_mrad, scan_step_A=item.scan.scan_step_A)
+    assert predict_scan(model, brighter).metadata["low_dose_warning"] is None
+    # a window given by hand is the user's choice: nothing to warn about
+    assert predict_scan(model, item.scan, window_px=2).metadata["low_dose_warning"] is None
