@@ -90,7 +90,9 @@ display(Markdown("\n".join(
 # candidates below by its share of patterns right on held-out realistic scans: specimens never trained
 # on, with thermal vibrations, mistilt and probe aberrations, each recorded by a random detector (dose,
 # sampling, size, centre offset, PSF, background). Its inputs are patterns averaged over one unit cell of
-# probe positions around each position (PACBED), so its maps have the resolution of one cell.
+# probe positions around each position (PACBED), so its maps have the resolution of one cell — or of
+# several at a low dose, where the window grows until it holds the electrons the model asks for (chosen
+# on the same scans). A second, independent draw of scans, on which nothing was chosen, scores it once.
 
 # %% tags=["hide-input"]
 if not show_default_model:
@@ -110,6 +112,13 @@ else:
     display(Markdown(f"Chosen: **{card['chosen']}**, built with `{card['command']}` (seed {card['seed']})."))
     display(candidates.round(1))
     chosen = next(c for c in card["candidates"] if c["kind"] == card["chosen"])
+    if chosen.get("window_choice"):
+        display(Markdown(
+            f"Electrons per window for {chosen['kind']}, chosen on the realistic scans (the most patterns right; "
+            "single-domain scans cannot see the resolution a larger window costs, so the grid's top bounds it): "
+            + ", ".join(f"{float(e):.2g} e → {100 * s['mean_share_correct']:.1f} %"
+                        for e, s in chosen["window_choice"].items())
+            + f"; the model asks for **{chosen['min_electrons']:.2g}**."))
     beam, limit = robustness.alias_free_step_A()
     test = card.get("test")
     sets = {"chosen on": chosen["scans"], **({"independent test": test["scans"]} if test else {})}
@@ -124,7 +133,8 @@ else:
         f"λ/(2α) = {limit:.2f} Å ({beam.energy_kev:g} keV, {beam.semiangle_mrad:g} mrad) average a cell the same "
         "wherever the raster sits (chapter **simulation**, section 4). "
         + ("The *independent test* scans are a second draw (other specimens, aberrations, detectors and K/Na "
-           "disorder) on which nothing was chosen, neither the candidate nor the seed: the unbiased figures."
+           "disorder) on which nothing was chosen (not the candidate, its electrons per window or the seed): the "
+           "unbiased figures."
            if test else "This card has no independent test scans: the figures are those the model was chosen on.")))
     display(by_step.round(1))
     per_scan = pd.DataFrame(chosen["scans"])[["scan", "dose_e_per_pattern", "sampling_mrad", "detector_px",
