@@ -81,7 +81,7 @@ def scored_scans(path: Path, ranges: robustness.RealisticRanges, scans: list, ca
         model.preprocessor.average_min_electrons = float(min_electrons)
     key = json.dumps({"ranges": dataclasses.asdict(ranges), "model": str(path), "mtime": path.stat().st_mtime,
                       "min_electrons": model.preprocessor.average_min_electrons}, sort_keys=True, default=list)
-    if cache.exists() and json.loads(cache.read_text())["key"] == key:
+    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())["rows"]
     if not scans:
         scans.extend(robustness.realistic_scans(ranges))
