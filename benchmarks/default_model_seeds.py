@@ -150,7 +150,7 @@ def main() -> None:
             print(f"the seed most robust on the choosing scans ({chosen_seed}) gets "
                   f"{100 * robustness.summary(rows[chosen_seed])['mean_share_correct']:.1f} % here")
     if args.mean and len(runs) > 1:
-        scans = robustness.realistic_scans(robustness.RealisticRanges.for_profile(args.profile))
+        scans = robustness.realistic_scans(choosing_ranges)
         mean = MeanOfModels([load_model(path) for _, path in runs.values()])
         rows = robustness.score_scans(mean, scans)
         print(row(f"mean of {len(runs)}", None, robustness.summary_by_step(rows), robustness.summary(rows)["mean_share_correct"])

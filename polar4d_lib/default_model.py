@@ -7,8 +7,9 @@ averages) and on the profile's held-out realistic scans (:mod:`polar4d_lib.robus
 ``polar4d predict`` maps them), keeps the candidate with the highest mean share of patterns right on the
 realistic scans, and writes it with a model card (Markdown) and the same numbers as JSON beside it.
 With a ``window_choice`` section, each candidate's electrons per window (how far its window grows at low
-dose) are chosen on the same scans from the profile's grid (:func:`choose_min_electrons`). Where the profile has a ``realistic_test`` section, the chosen model is also scored on that second,
-independent draw of scans, which nothing is chosen on: the card's unbiased figures.
+dose) are chosen on the same scans from the profile's grid (:func:`choose_min_electrons`). Where the
+profile has a ``realistic_test`` section, the chosen model is also scored on that second, independent
+draw of scans, which nothing is chosen on: the card's unbiased figures.
 """
 
 from __future__ import annotations
@@ -228,9 +229,9 @@ def model_card(numbers: dict[str, Any]) -> str:
             "",
             "## Independent test scans (nothing is chosen on these)",
             "A second draw made the same way with another seed (each class's variant, the aberrations, mistilt and",
-            "detectors drawn anew) from K/Na disorder seeds that neither training nor the scans above use. The candidates, and the seed",
-            "where one was picked among runs, are chosen on the scans above, so those scores are optimistic;",
-            f"these are not. Ranges: `{json.dumps(test['realistic_ranges'])}`.",
+            "detectors drawn anew) from K/Na disorder seeds that neither training nor the scans above use. The",
+            "candidate, its electrons per window and the seed (where one was picked among runs) are chosen on the",
+            f"scans above, so those scores are optimistic; these are not. Ranges: `{json.dumps(test['realistic_ranges'])}`.",
             "",
             *_scan_lines(test["scans"]),
             "",
