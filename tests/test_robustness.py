@@ -28,6 +28,23 @@ def test_specs_cover_the_classes_with_held_out_specimens_in_range():
     assert robustness.realistic_specs(ranges) == specs  # seeded
 
 
+def test_several_specimens_per_class_extend_the_draw_and_are_named_apart(smoke_ranges):
+    ranges = robustness.RealisticRanges(disorder_seeds=(105, 106, 107))
+    one = robustness.realistic_specs(ranges)
+    three = robustness.realistic_specs(replace(ranges, specimens_per_class=3))
+    assert [s.label for s in three] == list(np.repeat(range(conventions.N_CLASSES), 3))
+    assert three[0] == one[0]  # the first draw of the seed is kept
+    assert len({(s.variant, s.disorder_seed, s.tilt_mrad, s.probe) for s in three}) == len(three)  # each its own
+    for spec in three:
+        assert conventions.VARIANT_CLASSES[spec.variant] == spec.label and spec.disorder_seed in (105, 106, 107)
+    with pytest.raises(ValueError, match="specimens_per_class is a whole number ≥ 1"):
+        robustness.realistic_specs(replace(ranges, specimens_per_class=0))
+    # scans of the second specimen of a class carry "#2" (two classes × two specimens × two thicknesses)
+    names = [item.name for item in robustness.realistic_scans(replace(smoke_ranges, specimens_per_class=2))]
+    assert names == ["RM 1.975 nm", "RM 3.95 nm", "RM #2 1.975 nm", "RM #2 3.95 nm",
+                     "RU 1.975 nm", "RU 3.95 nm", "RU #2 1.975 nm", "RU #2 3.95 nm"]
+
+
 def test_random_detectors_stay_in_the_ranges():
     ranges = robustness.RealisticRanges()
     rng = np.random.default_rng(0)
