@@ -95,17 +95,23 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _default_model(args: argparse.Namespace) -> int:
-    from polar4d_lib.default_model import build_default_model
+    from polar4d_lib.default_model import build_default_model, retest_default_model
 
     out = Path(args.out)
     if out.suffix not in (".pt", ".npz"):
         raise UsageError(f"--out {out.name} must end in .pt (a network) or .npz (pca-knn, physics)")
     command = "polar4d " + " ".join(shlex.quote(a) for a in (args.argv or []))
-    model, numbers = build_default_model(args.data, args.profile, out, seed=args.seed, candidates=args.candidates,
-                                         command=command, card=args.card)
-    chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])["realistic"]
-    print(f"chose {model.kind}: {100 * chosen['mean_share_correct']:.1f} % of patterns right on {chosen['scans']} realistic "
-          f"scans, majority right on {100 * chosen['majority_correct']:.0f} %; wrote {numbers['model']} and its model card")
+    if args.retest:
+        model, numbers = retest_default_model(out, args.profile, command=command, card=args.card)
+        print(f"scored {out} on the independent test scans again; rewrote its model card's test section")
+    elif args.data is None:
+        raise UsageError("default-model needs --data (a dataset from polar4d simulate), or --retest to score a built model again")
+    else:
+        model, numbers = build_default_model(args.data, args.profile, out, seed=args.seed, candidates=args.candidates,
+                                             command=command, card=args.card)
+        chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])["realistic"]
+        print(f"chose {model.kind}: {100 * chosen['mean_share_correct']:.1f} % of patterns right on {chosen['scans']} realistic "
+              f"scans, majority right on {100 * chosen['majority_correct']:.0f} %; wrote {numbers['model']} and its model card")
     if "test" in numbers:
         test = numbers["test"]["realistic"]
         print(f"on {test['scans']} independent test scans (chosen on none of them): {100 * test['mean_share_correct']:.1f} % "
@@ -224,13 +230,16 @@ def parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_predict)
 
     dm = sub.add_parser("default-model", help="train the candidates, keep the most robust on realistic scans, write a model card")
-    dm.add_argument("--data", required=True, help="a dataset (.zarr) from polar4d simulate (the robust profile's)")
+    dm.add_argument("--data", default=None, help="a dataset (.zarr) from polar4d simulate (the robust profile's)")
     dm.add_argument("--profile", choices=["smoke", "robust"], default="robust")
     dm.add_argument("--seed", type=int, default=888)
     dm.add_argument("--candidates", nargs="+", default=["linear", "cnn-cls", "pca-knn", "physics"],
                     metavar="KIND", help="kinds to train and compare (default: default_model.DEFAULT_CANDIDATES)")
     dm.add_argument("--out", required=True, help="model file (.pt; .npz if pca-knn or physics wins); MODEL_CARD.md goes beside it")
     dm.add_argument("--card", default=None, help="model card path (default: MODEL_CARD.md beside --out)")
+    dm.add_argument("--retest", action="store_true",
+                    help="train nothing: score the model at --out on the profile's independent test scans again "
+                         "(after their draw changed) and rewrite its card's test section")
     dm.set_defaults(func=_default_model)
 
     bk = sub.add_parser("book", help="run the notebooks for a profile with papermill and build the book")

@@ -5,6 +5,8 @@ uses the result, and the shipped model in data/ is what its card says."""
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,38 @@ def test_the_card_scores_the_chosen_model_on_independent_test_scans(retrained):
     assert "judged on the independent test scans: **not met**" in card
 
 
+def test_retest_scores_a_built_model_on_a_new_test_draw_and_changes_nothing_else(retrained, tmp_path, monkeypatch, capsys):
+    tmp, numbers = retrained
+    built = Path(numbers["model"])  # .pt or .npz, whichever candidate won
+    for path in (built, tmp / "MODEL_CARD.json", tmp / "MODEL_CARD.md"):
+        shutil.copy(path, tmp_path / path.name)
+    out = tmp_path / built.name
+    drawn = robustness.test_ranges
+
+    def other_draw(profile):
+        return replace(drawn(profile), seed=2030, disorder_seeds=(104,))
+    monkeypatch.setattr(robustness, "test_ranges", other_draw)
+    assert cli.main(["default-model", "--profile", "smoke", "--out", str(out), "--retest"]) == 0
+    assert "scored" in capsys.readouterr().out
+    again = json.loads((tmp_path / "MODEL_CARD.json").read_text())
+    test = again.pop("test")
+    assert again == {k: v for k, v in numbers.items() if k != "test"}  # nothing but the test section changes
+    assert test["realistic_ranges"]["seed"] == 2030 and {r["disorder_seed"] for r in test["scans"]} == {104}
+    assert test["command"].endswith("--retest") and f"Scored by `{test['command']}`" in (tmp_path / "MODEL_CARD.md").read_text()
+    before, after = load_model(built), load_model(out)
+    assert after.metadata["realistic_test"] == test["realistic"] != before.metadata["realistic_test"]
+    for key, value in before._state().items():  # the same weights
+        np.testing.assert_array_equal(after._state()[key], value)
+    # a card of another profile, and a model with no card, are refused without touching anything
+    assert cli.main(["default-model", "--profile", "robust", "--out", str(out), "--retest"]) == 2
+    assert "is for a" in capsys.readouterr().err and load_model(out).metadata == after.metadata
+    (tmp_path / "MODEL_CARD.json").unlink()
+    assert cli.main(["default-model", "--profile", "smoke", "--out", str(out), "--retest"]) == 2
+    assert "build it first" in capsys.readouterr().err
+    assert cli.main(["default-model", "--profile", "smoke", "--out", str(out)]) == 2
+    assert "needs --data" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("profile", ["smoke", "robust"])
 def test_the_test_scans_share_no_disorder_seed_with_training_or_the_choosing_scans(profile):
     from polar4d_lib.datasets import spec_for_profile
@@ -111,9 +145,9 @@ def test_the_test_scans_share_no_disorder_seed_with_training_or_the_choosing_sca
     assert test.seed != choosing.seed
     assert set(test.disorder_seeds).isdisjoint(choosing.disorder_seeds)
     assert set(test.disorder_seeds).isdisjoint(spec_for_profile(profile).disorder_seeds)
-    # everything but the draw is the same, so the two sets measure the same thing
-    assert {k: v for k, v in vars(test).items() if k not in ("seed", "disorder_seeds")} == \
-        {k: v for k, v in vars(choosing).items() if k not in ("seed", "disorder_seeds")}
+    # everything but the draw and its size is the same, so the two sets measure the same thing
+    draw = ("seed", "disorder_seeds", "specimens_per_class")
+    assert {k: v for k, v in vars(test).items() if k not in draw} == {k: v for k, v in vars(choosing).items() if k not in draw}
 
 
 def test_the_retrained_model_predicts_a_realistic_scan_through_the_cli(retrained, capsys):
