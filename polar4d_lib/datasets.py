@@ -9,8 +9,9 @@ scan records it. With ``tilt_max_mrad`` > 0 each specimen's mistilt is its liste
 uniform in a disk of that radius, drawn from the specimen's own seed. Each specimen
 is a unit of work cached on disk under a key made of all its parameters and the library versions, so an
 interrupted build resumes where it stopped; units run in parallel through dask (in-process for one
-worker, a LocalCluster for several, or a given scheduler). The zarr group is written to a temporary
-path and renamed, so a finished build is never half-written.
+worker, a LocalCluster for several, or a given scheduler). The zarr group is written one unit at a time
+(a dataset may be larger than the memory) to a temporary path and renamed, so a finished build is never
+half-written.
 
 Layout (``SCHEMA``): arrays ``patterns`` (float32, N × Qx × Qy), ``label`` (int8), ``variant`` (int8),
 ``polarization`` (N × 3, unit P), ``thickness_nm``, ``position_A`` and ``position_frac`` (N × 2),
@@ -32,7 +33,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -50,6 +51,8 @@ from polar4d_lib.simulation import (
 )
 from polar4d_lib.structure import Displacements, knn_supercell
 
+#: Rows per zarr chunk, and per read when a dataset is hashed.
+ROWS_PER_CHUNK = 1024
 SCHEMA = 3  # 2: deterministic FFT planning (FFTW_ESTIMATE); 3: potential grid in whole pixels per cell
 PROFILES = ("smoke", "default", "robust", "paper")
 _PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
@@ -320,6 +323,12 @@ def _load_unit(path: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in ARRAYS}
 
 
+def _unit_length(path: Path) -> int:
+    """Patterns in a cached unit, read from its labels alone."""
+    with np.load(path, allow_pickle=False) as data:
+        return len(data["label"])
+
+
 def _simulate_unit(unit: Unit) -> dict[str, np.ndarray]:
     import dask
 
@@ -389,10 +398,7 @@ def build(
     units = spec.units()
     todo = [u for u in units if not _cache_path(u, cache).exists()]
     _run(todo, lambda unit, arrays: _save_unit(arrays, _cache_path(unit, cache)), num_workers, scheduler)
-    parts = [_load_unit(_cache_path(u, cache)) for u in units]
-    for unit, part in zip(units, parts):  # a cached unit may come from another grid: renumber it
-        part["unit"] = np.full(len(part["unit"]), unit.index, dtype=ARRAYS["unit"])
-    arrays = {key: np.concatenate([p[key] for p in parts]) for key in ARRAYS}
+    paths = [_cache_path(u, cache) for u in units]
     attrs = {
         "schema": SCHEMA,
         "profile": profile,
@@ -405,32 +411,51 @@ def build(
         "class_names": list(conventions.CLASS_NAMES),
         "parameters": spec.as_dict(),
         "versions": versions(),
-        "content_sha256": content_sha256(arrays),
     }
-    write_zarr(arrays, attrs, out)
+    # a cached unit may come from another grid: renumber it
+    write_zarr([(path, {"unit": unit.index}) for unit, path in zip(units, paths)], attrs, out)
     return out
 
 
-def content_sha256(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 of the arrays' names, dtypes, shapes and bytes (independent of zarr's chunk files)."""
+def content_sha256(arrays: Mapping[str, Any]) -> str:
+    """SHA-256 of the arrays' names, dtypes, shapes and bytes (independent of zarr's chunk files). Reads
+    ``ROWS_PER_CHUNK`` rows at a time, so zarr arrays larger than memory hash as their loaded copies do."""
     h = hashlib.sha256()
     for key in sorted(arrays):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
-        h.update(a.tobytes())
+        a = arrays[key]
+        h.update(f"{key}:{np.dtype(a.dtype).str}:{tuple(a.shape)}".encode())
+        if len(a.shape) == 0:
+            h.update(np.asarray(a).tobytes())
+            continue
+        for start in range(0, a.shape[0], ROWS_PER_CHUNK):
+            h.update(np.ascontiguousarray(a[start:start + ROWS_PER_CHUNK]).tobytes())
     return h.hexdigest()
 
 
-def write_zarr(arrays: dict[str, np.ndarray], attrs: dict[str, Any], out: Path) -> None:
-    """Write arrays and attributes as a zarr group at ``out`` atomically."""
+def write_zarr(units: Sequence[tuple[Path, dict[str, int]]], attrs: dict[str, Any], out: Path) -> None:
+    """Write the cached units (each a unit file and the per-pattern values to set on its patterns, e.g.
+    ``{"unit": 3}``) one after another as a zarr group at ``out``, with ``attrs`` and their
+    ``content_sha256``, atomically. One unit is in memory at a time, so a dataset may exceed the memory."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    lengths = [_unit_length(path) for path, _ in units]
+    total = sum(lengths)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
         group = zarr.open_group(str(tmp), mode="w")
-        for key, value in arrays.items():
-            chunks = (min(len(value), 1024),) + value.shape[1:] if value.ndim else None
-            group.create_array(key, data=np.asarray(value), chunks=chunks)
-        group.attrs.update(attrs)
+        arrays = None
+        start = 0
+        for (path, values), n in zip(units, lengths):
+            part = _load_unit(path)
+            for key, value in values.items():
+                part[key] = np.full(n, value, dtype=ARRAYS[key])
+            if arrays is None:
+                arrays = {key: group.create_array(key, shape=(total,) + v.shape[1:], dtype=v.dtype,
+                                                  chunks=(max(1, min(total, ROWS_PER_CHUNK)),) + v.shape[1:])
+                          for key, v in part.items()}
+            for key, array in arrays.items():
+                array[start:start + n] = part[key]
+            start += n
+        group.attrs.update({**attrs, "content_sha256": content_sha256(arrays or {})})
         old = None
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -467,7 +492,7 @@ class Dataset:
 
     def verify(self) -> bool:
         """Whether the arrays still match the checksum written with them."""
-        return content_sha256({k: self[k] for k in self.keys()}) == self.attrs.get("content_sha256")
+        return content_sha256({k: self.group[k] for k in self.keys()}) == self.attrs.get("content_sha256")
 
 
 def open_dataset(path: str | os.PathLike) -> Dataset:
