@@ -17,6 +17,9 @@ scan step; the class map keeps the scan's pixels, its resolution becomes the win
   per window, more than one cell of positions collects at 10³ e/pattern.
 - :func:`alias_free_step_A`: the scan step λ/(2α) below which a one-cell mean does not depend on where the
   raster sits (coarser scans alias the position dependence into the mean).
+- :func:`cell_stack`: a window's patterns folded into one mean per part of the unit cell (bins × bins),
+  registered by the brightest dark-field part: what a scan coarser than λ/(2α) holds beyond its mean
+  (``benchmarks/cell_stacks.py``).
 - :func:`dose_per_pattern`: electrons per pattern of a scan recorded in counts (None for simulated
   fractions of the beam, which carry no shot noise).
 - :func:`group_averages`: training averages of random subsets of simulated patterns that share a
@@ -122,6 +125,36 @@ def lattice_period_px(data: np.ndarray) -> float | None:
         best = max(profile[lag] for lag in peaks)  # multiples of the period peak about as high: take the first
         periods.append(float(next(lag for lag in peaks if profile[lag] >= 0.8 * best)))
     return float(np.mean(periods))
+
+
+def cell_stack(window: np.ndarray, period_px: float, bins: int = 4) -> np.ndarray:
+    """The patterns of a scan window (Wx, Wy, Qx, Qy) folded into the unit cell: the mean of those whose
+    position lies in each of ``bins`` × ``bins`` equal parts of the cell (position i along an axis is in
+    part ⌊bins · ((i / ``period_px``) mod 1)⌋; the lattice period in positions, axes along the scan's),
+    rolled so that the part with the most dark-field intensity (:func:`dark_field_image`) comes first —
+    the same stack wherever the raster starts. Returns (bins², Qx, Qy) float32, parts x-major. A coarse
+    scan's mean mixes these parts with weights set by where its raster sits; kept apart, they say it."""
+    window = np.asarray(window)
+    if window.ndim != 4:
+        raise ValueError(f"a cell stack needs a 4D scan window (Wx, Wy, Qx, Qy), got shape {window.shape}")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins is a whole number of parts per cell side ≥ 1, got {bins!r}")
+    if not (isinstance(period_px, (int, float, np.number)) and math.isfinite(period_px) and period_px >= bins):
+        raise ValueError(f"the lattice period must be at least {bins} positions to fill {bins} parts per cell, "
+                         f"got {period_px!r}; scan finer or use fewer bins")
+    part = [np.floor(bins * np.mod(np.arange(n) / float(period_px), 1.0) + 1e-9).astype(np.int64) % bins
+            for n in window.shape[:2]]
+    index = (part[0][:, None] * bins + part[1][None, :]).ravel()
+    counts = np.bincount(index, minlength=bins * bins)
+    if np.any(counts == 0):
+        raise ValueError(f"the window ({window.shape[0]} × {window.shape[1]} positions) does not reach every part "
+                         f"of a cell of {period_px:g} positions; use a window of at least one cell")
+    flat = window.reshape(-1, *window.shape[2:]).astype(np.float64)
+    sums = np.zeros((bins * bins,) + window.shape[2:])
+    np.add.at(sums, index, flat)
+    grid = (sums / counts[:, None, None]).reshape(bins, bins, *window.shape[2:])
+    ix, iy = np.unravel_index(int(np.argmax(dark_field_image(grid))), (bins, bins))
+    return np.roll(grid, (-ix, -iy), axis=(0, 1)).reshape(bins * bins, *window.shape[2:]).astype(np.float32)
 
 
 def dose_per_pattern(data: np.ndarray) -> float | None:

@@ -374,3 +374,18 @@ def test_networks_standardise_with_training_statistics_and_keep_them_on_save(smo
     plain = NeuralModel("cnn-cls", max_epochs=1, batch_size=32, seed=1, standardize=False).fit(patterns, labels, sampling)
     assert torch.all(plain.network.input_mean == 0) and torch.all(plain.network.input_std == 1)
     assert load_model(plain.save(tmp_path / "p.pt")).standardize is False
+
+
+def test_custom_cnn_takes_a_stack_of_patterns_as_channels():
+    """The paper's CNN on 16 patterns per input (one per probe position of a cell, benchmarks/cell_stacks.py):
+    features for the documented size, and the stack's order matters to it (it is not a mean)."""
+    from polar4d_lib.models.networks import custom_cnn
+
+    torch.manual_seed(0)
+    encoder, n = custom_cnn(16, channels=16)
+    x = torch.rand(3, 16, 16, 16)
+    assert n == 64 * 2 * 2 and encoder(x).shape == (3, n)
+    assert not torch.allclose(encoder(x), encoder(x.flip(1)))
+    assert custom_cnn(64)[1] == 64 * 14 * 14
+    with pytest.raises(ValueError, match="input channels"):
+        custom_cnn(16, channels=0)

@@ -235,3 +235,48 @@ def test_averaged_test_parts_are_whole_groups(smoke_dataset):
     for g, label in zip(np.unique(groups[split.test]), yt):
         members = split.test[groups[split.test] == g]
         assert set(ds["label"][members]) == {label}
+
+
+def _signed_lattice(rx: int, ry: int, period: int) -> np.ndarray:
+    """lattice_scan whose bright-field disk also says where in the cell each position is (a value per
+    position of the cell), so that every part of a folded cell can be recognised."""
+    data = lattice_scan(rx, ry, period).astype(np.float64)
+    x, y = np.meshgrid(np.arange(rx), np.arange(ry), indexing="ij")
+    data[:, :, 8, 8] += (x % period) * period + (y % period)
+    return data
+
+
+def test_cell_stack_folds_each_part_of_the_cell_and_starts_at_the_brightest_dark_field():
+    window = _signed_lattice(8, 8, 4)  # 2 × 2 cells at a/4: every part of the cell seen four times
+    stack = pacbed.cell_stack(window, 4)
+    assert stack.shape == (16, 16, 16) and stack.dtype == np.float32
+    # the column (bright dark field) sits at position (0, 0) of the cell: it comes first, then x-major;
+    # the disk centre holds 1 + the position's signature 4·(x mod 4) + (y mod 4)
+    np.testing.assert_allclose(stack[:, 8, 8], 1 + np.arange(16), rtol=1e-6)
+    np.testing.assert_allclose(stack.mean(axis=0), window.mean(axis=(0, 1)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shift", [(1, 0), (2, 3), (3, 1)])
+def test_cell_stack_is_the_same_wherever_the_raster_starts(shift):
+    scan = _signed_lattice(16, 16, 4)
+    reference = pacbed.cell_stack(scan[:8, :8], 4)
+    moved = pacbed.cell_stack(scan[shift[0]:shift[0] + 8, shift[1]:shift[1] + 8], 4)
+    np.testing.assert_allclose(moved, reference, rtol=1e-6)
+
+
+def test_cell_stack_of_a_fine_scan_averages_its_positions_in_each_part():
+    window = _signed_lattice(8, 8, 8)  # one cell at a/8: each of the 4 × 4 parts holds 2 × 2 positions
+    stack = pacbed.cell_stack(window, 8)
+    x, y = np.meshgrid(np.arange(2), np.arange(2), indexing="ij")
+    first = window[x, y].mean(axis=(0, 1))  # the column's part: positions (0–1, 0–1)
+    np.testing.assert_allclose(stack[0], first, rtol=1e-6)
+    np.testing.assert_allclose(stack.mean(axis=0), window.mean(axis=(0, 1)), rtol=1e-6)
+
+
+def test_cell_stack_refuses_what_it_cannot_fold():
+    with pytest.raises(ValueError, match="at least 4 positions"):
+        pacbed.cell_stack(lattice_scan(8, 8, 2), 2)
+    with pytest.raises(ValueError, match="does not reach every part"):
+        pacbed.cell_stack(lattice_scan(2, 8, 4), 4)
+    with pytest.raises(ValueError, match="4D scan window"):
+        pacbed.cell_stack(lattice_scan(8, 8, 4)[0], 4)

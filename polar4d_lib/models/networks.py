@@ -32,15 +32,18 @@ EMBEDDING_DIM = 128
 HEAD_OUTPUTS: dict[str, int] = {"cls": conventions.N_CLASSES, "reg": 2, "proto": EMBEDDING_DIM}
 
 
-def custom_cnn(size: int = 64) -> tuple[nn.Sequential, int]:
+def custom_cnn(size: int = 64, channels: int = 1) -> tuple[nn.Sequential, int]:
     """The paper's CNN: 3×3 convolutions with 16, 32, 64 channels (no padding) and ReLU, a 2×2 max-pool
     after the second and the third, flattened. Returns the encoder and its number of output features for
-    ``size × size`` inputs (64 px → 64·14·14 = 12 544)."""
+    ``size × size`` inputs (64 px → 64·14·14 = 12 544). ``channels``: input channels (1: one pattern; more:
+    a stack of patterns of one specimen, e.g. one per probe position in a cell)."""
     side = ((size - 4) // 2 - 2) // 2
     if side < 1:
         raise ValueError(f"the custom CNN needs patterns of at least 10 px, got {size}; use a larger crop size")
+    if not (isinstance(channels, int) and channels >= 1):
+        raise ValueError(f"the custom CNN takes a whole number ≥ 1 of input channels, got {channels!r}")
     encoder = nn.Sequential(
-        nn.Conv2d(1, 16, kernel_size=3), nn.ReLU(),
+        nn.Conv2d(channels, 16, kernel_size=3), nn.ReLU(),
         nn.Conv2d(16, 32, kernel_size=3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(32, 64, kernel_size=3), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(),
