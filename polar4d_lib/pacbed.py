@@ -149,10 +149,9 @@ def cell_stack(window: np.ndarray, period_px: float, bins: int = 4) -> np.ndarra
     if np.any(counts == 0):
         raise ValueError(f"the window ({window.shape[0]} × {window.shape[1]} positions) does not reach every part "
                          f"of a cell of {period_px:g} positions; use a window of at least one cell")
-    flat = window.reshape(-1, *window.shape[2:]).astype(np.float64)
-    sums = np.zeros((bins * bins,) + window.shape[2:])
-    np.add.at(sums, index, flat)
-    grid = (sums / counts[:, None, None]).reshape(bins, bins, *window.shape[2:])
+    members = np.eye(bins * bins)[index] / counts  # (positions, parts): each part's mean as one product
+    flat = window.reshape(len(index), -1).astype(np.float64)
+    grid = (members.T @ flat).reshape(bins, bins, *window.shape[2:])
     ix, iy = np.unravel_index(int(np.argmax(dark_field_image(grid))), (bins, bins))
     return np.roll(grid, (-ix, -iy), axis=(0, 1)).reshape(bins * bins, *window.shape[2:]).astype(np.float32)
 
