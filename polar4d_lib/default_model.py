@@ -186,13 +186,12 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
     by_step = {step: _aim(s) for step, s in robustness.summary_by_step(rows).items()}
     if _aim(robustness.summary(rows)) == "met":
         return "met."
-    warning = " — do not trust this model's maps on real data without checking them."
     if "met" not in by_step.values():
-        return "**not met**" + warning
+        return "**not met** — do not trust this model's maps on real data without checking them."
     met = [f"{step:.3g} Å" for step, v in by_step.items() if v == "met"]
     missed = [f"{step:.3g} Å" for step, v in by_step.items() if v != "met"]
-    return (f"met at a scan step of {', '.join(met)}; **not met** at {', '.join(missed)}"
-            + warning.replace("maps", "maps at those steps"))
+    return (f"met at a scan step of {', '.join(met)}; **not met** at {', '.join(missed)} — do not trust this "
+            "model's maps at those steps on real data without checking them.")
 
 
 def _pct(x: float) -> str:
