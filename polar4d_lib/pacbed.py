@@ -60,6 +60,14 @@ def _check_window(window: int) -> int:
     return int(window)
 
 
+def window_starts(size: int, window: int) -> np.ndarray:
+    """Where the window of ``window`` positions around each of ``size`` positions along a scan axis
+    starts: i − n//2, moved inwards at the edges so that the window stays whole (0 where the window is
+    longer than the scan). (size,) int."""
+    n = _check_window(window)
+    return np.clip(np.arange(size) - n // 2, 0, max(0, size - n))
+
+
 def average_scan(data: np.ndarray, window: int) -> np.ndarray:
     """Each pattern of a scan (Rx, Ry, Qx, Qy) replaced by the mean of the ``window × window`` probe
     positions around it (positions i − n//2 … i − n//2 + n − 1 along each axis). Near the scan's edges
@@ -79,8 +87,8 @@ def average_scan(data: np.ndarray, window: int) -> np.ndarray:
             out = np.repeat(out.mean(axis=axis, keepdims=True, dtype=np.float64).astype(np.float32), size, axis=axis)
             continue
         out = ndimage.uniform_filter1d(out, n, axis=axis, mode="constant", cval=0.0)
-        # the whole windows are those centred on n//2 … size − n + n//2: clamp every position onto them
-        out = np.take(out, np.clip(np.arange(size), n // 2, size - n + n // 2), axis=axis)
+        # the whole windows are those centred on n//2 … size − n + n//2: each position takes its window's
+        out = np.take(out, window_starts(size, n) + n // 2, axis=axis)
     return out.astype(np.float32, copy=False)
 
 

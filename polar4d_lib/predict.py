@@ -5,6 +5,9 @@ centring, crop, normalisation); this module undoes the scan rotation, runs the m
 shapes the maps. A model trained on position-averaged patterns (``Preprocessor.average_window_A``) sees
 every pattern averaged with its neighbours over that window (:mod:`polar4d_lib.pacbed`); the window in
 probe positions comes from the scan step, else from the lattice seen in the scan, or ``window_px``.
+A stack model (``cnn-stack``, :mod:`polar4d_lib.models.stack`) sees instead each window folded into the
+parts of the unit cell (:func:`pacbed.cell_stack`, :func:`stack_probabilities`), at the lattice period:
+cell over scan step, else the period seen in the scan.
 ``scan_rotation_deg`` R is the rotation of the recorded patterns relative to the scan
 frame (the acquisition model's ``rotate_scan(patterns, R)``), so the patterns are rotated by −R first.
 """
@@ -18,6 +21,7 @@ import numpy as np
 
 from polar4d_lib import acquisition, pacbed
 from polar4d_lib.io import Scan
+from polar4d_lib.models.base import circular_mean_deg
 
 
 @dataclass
@@ -47,6 +51,72 @@ def averaging_window(
                             getattr(model.preprocessor, "average_min_electrons", None), dose_e_per_pattern)
 
 
+def is_stack_model(model: Any) -> bool:
+    """Whether ``model`` classifies cell stacks (``models.STACK_KINDS``) rather than patterns."""
+    from polar4d_lib.models import STACK_KINDS
+
+    return getattr(model, "kind", None) in STACK_KINDS
+
+
+def cell_period_px(model: Any, scan: Scan) -> tuple[float, str]:
+    """The unit cell's period in probe positions that a stack model folds ``scan`` with, and how it was
+    found: its window (one cell, Å) over the scan step, else :func:`pacbed.lattice_period_px`. One-line
+    errors where neither is known, or where the cell has fewer positions per side than the model's parts."""
+    window_A = model.preprocessor.average_window_A
+    if scan.scan_step_A is not None:
+        period, how = window_A / scan.scan_step_A, f"{window_A:g} Å cell at a {scan.scan_step_A:g} Å step"
+    else:
+        period = pacbed.lattice_period_px(scan.data)
+        if period is None:
+            raise ValueError(f"the {model.kind} model folds each window into the unit cell, but the scan step is "
+                             "unknown and no lattice shows in the scan; pass --scan-step-A")
+        how = "the lattice period seen in the scan (scan step unknown)"
+    if period < model.bins:
+        raise ValueError(f"the scan has {period:.2f} probe positions per unit cell ({how}); the {model.kind} model "
+                         f"folds a cell into {model.bins} × {model.bins} parts and needs at least {model.bins}: "
+                         f"scan at steps ≤ {window_A / model.bins:.2f} Å")
+    rx, ry = scan.data.shape[:2]
+    if min(rx, ry) < period:
+        raise ValueError(f"the scan ({rx} × {ry} positions) is smaller than one unit cell ({period:.1f} positions, "
+                         f"{how}); the {model.kind} model needs at least one whole cell: scan a larger field")
+    return float(period), how
+
+
+def refusal(model: Any, scan: Scan) -> str | None:
+    """Why :func:`predict_scan` would refuse to map ``scan`` with ``model`` (a stack model needs a cell of
+    at least its parts per side, and a known step or a visible lattice), or None where it maps it."""
+    if not is_stack_model(model):
+        return None
+    try:
+        cell_period_px(model, scan)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def stack_probabilities(model: Any, data: np.ndarray, sampling_mrad: float, window: int, period_px: float,
+                        chunk: int = 2048) -> np.ndarray:
+    """Class probabilities (Rx, Ry, 8) of a stack model at every position of a scan (Rx, Ry, Qx, Qy) at
+    ``sampling_mrad``: the ``window`` × ``window`` positions around each (:func:`pacbed.window_starts`)
+    folded at ``period_px`` into the model's parts (:func:`pacbed.cell_stack`) on the model's own grid.
+    Positions that share a window share its stack, so each distinct window is classified once, ``chunk``
+    stacks at a time."""
+    rx, ry, qx, qy = data.shape
+    pre = model.preprocessor
+    grid = np.asarray(pre.transform(data.reshape(rx * ry, qx, qy), sampling_mrad), dtype=np.float32)
+    grid = grid.reshape(rx, ry, pre.size, pre.size)
+    sx, sy = pacbed.window_starts(rx, window), pacbed.window_starts(ry, window)
+    ux, ix = np.unique(sx, return_inverse=True)
+    uy, iy = np.unique(sy, return_inverse=True)
+    starts = [(a, b) for a in ux for b in uy]
+    proba = np.empty((len(starts), 8), dtype=np.float32)
+    for c in range(0, len(starts), chunk):
+        stacks = np.stack([pacbed.cell_stack(grid[a:a + window, b:b + window], period_px, model.bins)
+                           for a, b in starts[c:c + chunk]])
+        proba[c:c + len(stacks)] = model.predict_proba(stacks, pre.sampling_mrad)
+    return proba.reshape(len(ux), len(uy), 8)[ix.ravel()][:, iy.ravel()]
+
+
 def coarse_step_warning(model: Any, scan: Scan) -> str | None:
     """A one-line warning when ``model`` averages over a cell and the scan step is not below λ/(2α)
     (:func:`pacbed.alias_free_step_A`): each cell's mean then depends on where the raster sits. The step is
@@ -55,7 +125,7 @@ def coarse_step_warning(model: Any, scan: Scan) -> str | None:
     from polar4d_lib.simulation import ProbeSettings
 
     window_A = getattr(model.preprocessor, "average_window_A", None)
-    if window_A is None:
+    if window_A is None or is_stack_model(model):  # a stack keeps the parts of the cell apart
         return None
     step, how = scan.scan_step_A, ""
     if step is None:
@@ -111,11 +181,21 @@ def predict_scan(
         raise ValueError(f"--abstain-below must be a probability in [0, 1], got {abstain_below}")
     rx, ry, qx, qy = scan.data.shape
     window, window_note = averaging_window(model, scan, window_px, dose_e_per_pattern)
-    data = pacbed.average_scan(scan.data, window) if window > 1 else scan.data
-    patterns = data.reshape(rx * ry, qx, qy)
-    if scan.scan_rotation_deg:
-        patterns = acquisition.rotate_scan(patterns, -scan.scan_rotation_deg)
-    proba, classes, angle = model.predict_maps(patterns, sampling)
+    period = None
+    if is_stack_model(model):
+        period, how = cell_period_px(model, scan)
+        window_note += f"; folded into {model.bins} × {model.bins} parts of a cell of {period:.2f} positions ({how})"
+        patterns = scan.data.reshape(rx * ry, qx, qy)
+        if scan.scan_rotation_deg:
+            patterns = acquisition.rotate_scan(patterns, -scan.scan_rotation_deg)
+        proba = stack_probabilities(model, patterns.reshape(rx, ry, qx, qy), sampling, window, period).reshape(rx * ry, -1)
+        classes, angle = np.argmax(proba, axis=1), circular_mean_deg(proba)
+    else:
+        data = pacbed.average_scan(scan.data, window) if window > 1 else scan.data
+        patterns = data.reshape(rx * ry, qx, qy)
+        if scan.scan_rotation_deg:
+            patterns = acquisition.rotate_scan(patterns, -scan.scan_rotation_deg)
+        proba, classes, angle = model.predict_maps(patterns, sampling)
     proba = np.asarray(proba, dtype=np.float32)
     classes = np.asarray(classes, dtype=np.int8)
     angle = np.asarray(angle, dtype=np.float32)
@@ -135,6 +215,7 @@ def predict_scan(
         "scan_step_A": scan.scan_step_A,
         "average_window_px": window,
         "averaging": window_note,
+        "cell_period_px": period,
         "notes": scan.notes,
         "coarse_step_warning": coarse_step_warning(model, scan),
         "low_dose_warning": low_dose_warning(model, scan, window, dose_e_per_pattern) if window_px is None else None,

@@ -55,6 +55,12 @@ class TrainSettings:
     #: Networks predict the mean of their probabilities over the 8 symmetric images of each input
     #: (``NeuralModel.d4_average``): exactly equivariant maps; 8 network passes per prediction.
     d4_average: bool = False
+    #: Train a stack model (``cnn-stack``) on cell stacks of a ``cell_grid`` dataset's rasters
+    #: (:func:`cell_stack_parts`): ``bins`` parts per cell side, ``strides`` the raster strides a stack is
+    #: folded from (1: the whole a/8 raster, 2: every other position, what a scan at a/4 records),
+    #: ``electrons`` [low, high] per recorded stack (log-uniform, on random detectors of the profile's
+    #: ``realistic`` ranges), ``window_A`` and ``min_electrons`` as for ``averages``. None: no stacks.
+    cell_stacks: dict[str, Any] | None = None
 
     def augmentation_config(self) -> AugmentationConfig | None:
         """The augmentation of networks' training batches, or None."""
@@ -65,10 +71,11 @@ class TrainSettings:
     def preprocessor_for(self) -> Preprocessor:
         """The profile's preprocessing, with the averaging window when training on averages."""
         values = dict(self.preprocessor)
-        if self.averages is not None:
-            values["average_window_A"] = float(self.averages.get("window_A", 3.95))
-            if self.averages.get("min_electrons") is not None:
-                values["average_min_electrons"] = float(self.averages["min_electrons"])
+        windows = self.averages if self.averages is not None else self.cell_stacks
+        if windows is not None:
+            values["average_window_A"] = float(windows.get("window_A", 3.95))
+            if windows.get("min_electrons") is not None:
+                values["average_min_electrons"] = float(windows["min_electrons"])
         return Preprocessor(**values)
 
     @classmethod
@@ -85,6 +92,10 @@ class TrainSettings:
             averages = dict(values["averages"])
             config.check_known_keys(averages, {"window_A", "sizes", "n", "detectors", "electrons", "min_electrons", "strides"}, "averages setting", KeyError)
             values["averages"] = averages
+        if values.get("cell_stacks") is not None:
+            stacks = dict(values["cell_stacks"])
+            config.check_known_keys(stacks, {"bins", "strides", "electrons", "window_A", "min_electrons"}, "cell_stacks setting", KeyError)
+            values["cell_stacks"] = stacks
         return cls(**values)
 
 
@@ -157,6 +168,10 @@ def make_model(kind: str, settings: TrainSettings, seed: int) -> models.Polariza
             max_epochs=settings.max_epochs, batch_size=settings.batch_size, patience=settings.patience, seed=seed,
             lr=settings.lr, d4_average=settings.d4_average,
         )
+    if kind in models.STACK_KINDS:
+        return models.create(kind, preprocessor=preprocessor, bins=int((settings.cell_stacks or {}).get("bins", 4)),
+                             max_epochs=settings.max_epochs, batch_size=settings.batch_size, patience=settings.patience,
+                             seed=seed, lr=settings.lr, d4_average=settings.d4_average)
     if kind == "pca-knn":
         return models.create(kind, preprocessor=preprocessor, seed=seed)
     if kind == "linear":
@@ -223,6 +238,79 @@ def averaged_parts(
     return training, validation, (x, labels[split.test][first])
 
 
+def cell_stack_parts(
+    dataset: Dataset, split: Split, settings: TrainSettings, profile: str, seed: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray]]:
+    """(stacks, labels) for training, validation (None if the split has none) and test of a stack model
+    (``settings.cell_stacks``): every probe setting's cell raster of a ``cell_grid`` dataset folded by
+    :func:`pacbed.cell_stack` into bins × bins parts, once per origin of each stride. Training and
+    validation stacks are recorded on random detectors of ``profile``'s realistic ranges
+    (:func:`polar4d_lib.robustness.record_on_detectors`, every 16 stacks sharing one, the stack holding a
+    log-uniform number of electrons in ``electrons``) at the model's sampling and size, and registered again
+    (noise can move the brightest part); each stride gives as many stacks per raster, (largest stride)²,
+    so a stride-1 raster is recorded that many times. Test stacks are the noise-free folds at the
+    dataset's sampling (the holdout, like the whole-group means of :func:`averaged_parts`)."""
+    from polar4d_lib import robustness
+
+    cs = settings.cell_stacks or {}
+    bins = int(cs.get("bins", 4))
+    strides = tuple(int(s) for s in cs.get("strides", (1,)))
+    low, high = (float(e) for e in cs.get("electrons", (1e5, 1e7)))
+    if not dataset.attrs["parameters"].get("cell_grid"):
+        raise ValueError(f"cell stacks are folded from whole cell rasters; {dataset.path} was not simulated with "
+                         "cell_grid: true (use the robust profile's dataset)")
+    groups = position_groups(dataset)
+    raster = raster_indices(dataset, strides, groups)
+    side = math.isqrt(int(dataset.attrs["parameters"]["positions_per_setting"]))
+    if any(side // s < bins for s in strides):
+        raise ValueError(f"cell_stacks.strides {list(strides)} leave fewer than bins = {bins} positions per side of the "
+                         f"{side} × {side} cell raster; use smaller strides or fewer bins")
+    sampling = float(dataset.attrs["q_sampling_mrad"])
+    labels, patterns = dataset["label"], dataset.group["patterns"]
+    pre = settings.preprocessor_for()
+    ranges = robustness.RealisticRanges.for_profile(profile)
+    largest = max(strides)
+    parts = bins * bins
+
+    def record(ideal: np.ndarray, record_seed: int) -> np.ndarray:
+        recorded = robustness.record_on_detectors(
+            ideal.reshape(-1, *ideal.shape[2:]), sampling, ranges, record_seed, pre.sampling_mrad, pre.size,
+            per_detector=16 * parts, electrons=(low / parts, high / parts)).reshape(len(ideal), parts, pre.size, pre.size)
+        return np.stack([pacbed.cell_stack(s.reshape(bins, bins, pre.size, pre.size), bins, bins) for s in recorded])
+
+    def folds(rows: np.ndarray, record_seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Stacks of the groups of ``rows``, read and recorded 64 groups at a time (the ideal folds of a
+        whole split would not fit in memory)."""
+        out, classes = [], []
+        rows = np.sort(rows)
+        chunk_groups = np.unique(groups[rows])
+        for start in range(0, len(chunk_groups), 64):
+            members = rows[np.isin(groups[rows], chunk_groups[start:start + 64])]
+            block = patterns.oindex[members]
+            ideal = []
+            for g in np.unique(groups[members]):
+                local = np.flatnonzero(groups[members] == g)
+                for stride in strides:
+                    n = side // stride
+                    copies = (largest // stride) ** 2 if record_seed is not None else 1
+                    for ox in range(stride):
+                        for oy in range(stride):
+                            on = local[pacbed.sub_raster(raster[members[local]], stride, (ox, oy))]
+                            on = on[np.lexsort((raster[members[on], 1], raster[members[on], 0]))]
+                            stack = pacbed.cell_stack(block[on].reshape(n, n, *block.shape[1:]), n, bins)
+                            ideal.append((stack, labels[members[on[0]]], copies))
+            # copies apart, so that each lands on another detector
+            ideal = [(s, k) for c in range(largest ** 2) for s, k, copies in ideal if copies > c]
+            stacks = np.stack([s for s, _ in ideal])
+            out.append(stacks if record_seed is None else record(stacks, record_seed + start))
+            classes += [k for _, k in ideal]
+        return np.concatenate(out), np.asarray(classes, dtype=np.int64)
+
+    training = folds(split.train, seed)
+    validation = folds(split.val, seed + 1) if len(split.val) else None
+    return training, validation, folds(split.test, None)
+
+
 def on_detectors(
     parts: tuple[np.ndarray, np.ndarray] | None, sampling_mrad: float, settings: TrainSettings, profile: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -250,6 +338,9 @@ def train_and_evaluate(
     """Train ``kind`` with the profile's ``stage`` settings on the dataset's training part and score it
     on its test part (un-augmented)."""
     settings = TrainSettings.for_profile(profile, overrides, stage)
+    if kind in models.STACK_KINDS and settings.cell_stacks is None:
+        raise ValueError(f"{kind} trains on cell stacks: use a profile stage with a cell_stacks section "
+                         "(robust's stack_model, as polar4d default-model does) and a cell_grid dataset")
     dataset = open_dataset(dataset_path)
     sampling = float(dataset.attrs["q_sampling_mrad"])
     patterns, labels = dataset["patterns"], dataset["label"]
@@ -257,7 +348,10 @@ def train_and_evaluate(
     train = training_indices(dataset, split, settings, seed)
     model = make_model(kind, settings, seed)
     fit_sampling = sampling
-    if settings.averages is not None:
+    if kind in models.STACK_KINDS:
+        (x_train, y_train), validation, (x_test, y_test) = cell_stack_parts(dataset, split, settings, profile, seed)
+        fit_sampling = settings.preprocessor_for().sampling_mrad
+    elif settings.averages is not None:
         (x_train, y_train), validation, (x_test, y_test) = averaged_parts(dataset, split, train, settings, seed)
         if settings.averages.get("detectors"):
             (x_train, y_train) = on_detectors((x_train, y_train), sampling, settings, profile, seed)
@@ -267,17 +361,22 @@ def train_and_evaluate(
         x_train, y_train, x_test, y_test = patterns[train], labels[train], patterns[split.test], labels[split.test]
         validation = (patterns[split.val], labels[split.val]) if len(split.val) else None
     fit_kwargs: dict[str, Any] = {}
-    if kind in models.NETWORK_KINDS:
+    if kind in models.NEURAL_KINDS:
         # No held-out validation part (too few specimens and probe settings): the network keeps a
         # seeded 10 % of its training patterns for early stopping instead.
         fit_kwargs = {"validation": validation, "checkpoint_path": checkpoint_path}
     model.fit(x_train, y_train, fit_sampling, **fit_kwargs)
-    scores = evaluation.evaluate(model, x_test, y_test, sampling)
+    if kind in models.STACK_KINDS:  # stacks, not patterns: the same evaluation path's metrics
+        scores = evaluation.metrics(np.asarray(y_test, dtype=np.int64),
+                                    np.asarray(model.predict(x_test, sampling)).astype(np.int64))
+    else:
+        scores = evaluation.evaluate(model, x_test, y_test, sampling)
     model.metadata.update({
         "dataset": str(dataset_path), "dataset_sha256": dataset.attrs.get("content_sha256"), "profile": profile,
         "split": split.describe(), "train_settings": json.loads(json.dumps(asdict(settings))), "test_scores": _plain(scores),
     })
-    test = "whole-group position averages" if settings.averages is not None else "single patterns"
+    test = ("noise-free cell stacks of whole groups" if kind in models.STACK_KINDS
+            else "whole-group position averages" if settings.averages is not None else "single patterns")
     return model, {"kind": kind, "seed": seed, "split": split.describe(), "n_train": int(len(x_train)),
                    "test_inputs": test, **_plain(scores)}
 

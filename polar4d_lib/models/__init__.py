@@ -1,15 +1,20 @@
 """The polarization models: 9 networks ({cnn,resnet,vgg}-{cls,reg,proto}), PCA + kNN and the physics
 baseline (the study's ``ALL_KINDS``), plus a linear classifier for position-averaged patterns
-(``linear``, a default-model candidate), all behind one estimator interface
+(``linear``) and the custom CNN on cell stacks (``cnn-stack``, :mod:`~polar4d_lib.models.stack`), the
+default model's extra candidates, all behind one estimator interface
 (:class:`~polar4d_lib.models.base.PolarizationModel`)."""
 
-from polar4d_lib.models import linear, neural, pca_knn, physics  # noqa: F401  (registers the model classes)
+from polar4d_lib.models import linear, neural, pca_knn, physics, stack  # noqa: F401  (registers the model classes)
 from polar4d_lib.models.base import REGISTRY, PolarizationModel, load_model, register
 
 NETWORK_KINDS = tuple(f"{e}-{h}" for e in ("cnn", "resnet", "vgg") for h in ("cls", "reg", "proto"))
 ALL_KINDS = NETWORK_KINDS + ("pca-knn", "physics")
-#: Every kind ``create`` and ``polar4d train`` know: the study's and the linear classifier.
-KNOWN_KINDS = ALL_KINDS + ("linear",)
+#: Networks on cell stacks (N, bins², Qx, Qy) rather than patterns: trained from ``cell_grid`` rasters.
+STACK_KINDS = (stack.KIND,)
+#: The kinds trained as networks (``training.fit``: checkpoints, resumable).
+NEURAL_KINDS = NETWORK_KINDS + STACK_KINDS
+#: Every kind ``create`` and ``polar4d train`` know: the study's, the linear classifier and the stack CNN.
+KNOWN_KINDS = ALL_KINDS + ("linear",) + STACK_KINDS
 
 
 def create(kind: str, **kwargs) -> PolarizationModel:
@@ -20,4 +25,4 @@ def create(kind: str, **kwargs) -> PolarizationModel:
     return cls(kind=kind, **kwargs) if len(cls.kinds) > 1 else cls(**kwargs)
 
 
-__all__ = ["ALL_KINDS", "KNOWN_KINDS", "NETWORK_KINDS", "PolarizationModel", "REGISTRY", "create", "load_model", "register"]
+__all__ = ["ALL_KINDS", "KNOWN_KINDS", "NETWORK_KINDS", "NEURAL_KINDS", "STACK_KINDS", "PolarizationModel", "REGISTRY", "create", "load_model", "register"]

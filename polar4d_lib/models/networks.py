@@ -125,19 +125,20 @@ class PolarNet(nn.Module):
     The standardisation ``(x − mean) / std`` uses fixed buffers (identity until
     :meth:`set_input_statistics` is called with training statistics); they travel in the state dict."""
 
-    def __init__(self, encoder: nn.Module, n_features: int, head: str, dropout: float = 0.0, size: int = 64) -> None:
+    def __init__(self, encoder: nn.Module, n_features: int, head: str, dropout: float = 0.0, size: int = 64,
+                 channels: int = 1) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         self.head_kind = head
-        self.register_buffer("input_mean", torch.zeros(1, 1, size, size))
-        self.register_buffer("input_std", torch.ones(1, 1, size, size))
+        self.register_buffer("input_mean", torch.zeros(1, channels, size, size))
+        self.register_buffer("input_std", torch.ones(1, channels, size, size))
         self.encoder = encoder
         self.hidden = nn.Sequential(nn.Linear(n_features, HIDDEN_UNITS), nn.ReLU(), nn.Dropout(dropout))
         self.head = make_head(head)
 
     def set_input_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Per-pixel mean and spread (size × size) of the training inputs."""
+        """Per-pixel mean and spread (size × size, or channels × size × size) of the training inputs."""
         self.input_mean.copy_(mean.reshape(self.input_mean.shape))
         self.input_std.copy_(std.reshape(self.input_std.shape))
 
@@ -149,10 +150,14 @@ class PolarNet(nn.Module):
         return self.head(self.features(x))
 
 
-def build_network(encoder: str, depth: int | None, head: str, size: int = 64, dropout: float = 0.0) -> PolarNet:
+def build_network(encoder: str, depth: int | None, head: str, size: int = 64, dropout: float = 0.0,
+                  channels: int = 1) -> PolarNet:
     """One of the 9 variants: ``encoder`` in ENCODERS (``depth`` None = DEFAULT_DEPTH), ``head`` in HEADS,
-    for ``size × size`` one-channel inputs. Weights come from torch's global RNG (seed it first)."""
+    for ``size × size`` inputs of ``channels`` channels (more than one: the custom CNN only). Weights come
+    from torch's global RNG (seed it first)."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; use one of {HEADS}")
-    module, n_features = make_encoder(encoder, depth, size)
-    return PolarNet(module, n_features, head, dropout, size)
+    if channels != 1 and encoder != "cnn":
+        raise ValueError(f"only the custom CNN takes {channels} input channels; {encoder} takes one")
+    module, n_features = custom_cnn(size, channels) if channels != 1 else make_encoder(encoder, depth, size)
+    return PolarNet(module, n_features, head, dropout, size, channels)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -207,8 +207,8 @@ class NeuralModel(PolarizationModel):
             y_val = torch.from_numpy(check_labels(val_labels, len(val_patterns)))
         network = self._new_network()
         if self.standardize:
-            network.set_input_statistics(*input_statistics(x_train))
-        augmenter = None if self.augmentation is None else Augmenter(self.augmentation)
+            network.set_input_statistics(*self._input_statistics(x_train))
+        augmenter = self._augmenter()
         history = training.fit(network, self.head, x_train, y_train, x_val, y_val, self.train_config,
                                augmenter=augmenter, checkpoint_path=checkpoint_path)
         self.network = network.cpu().eval()
@@ -221,6 +221,14 @@ class NeuralModel(PolarizationModel):
             "versions": _versions(),
         }
         return self
+
+    def _input_statistics(self, x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's input standardisation from the training inputs (:func:`input_statistics`)."""
+        return input_statistics(x_train)
+
+    def _augmenter(self) -> Augmenter | None:
+        """What augments the training batches (None: nothing)."""
+        return None if self.augmentation is None else Augmenter(self.augmentation)
 
     def _calibrate(self, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor) -> None:
         """reg: κ_max; proto: class means (training + validation) and temperature — on un-augmented data."""
@@ -274,17 +282,23 @@ class NeuralModel(PolarizationModel):
     def _network_outputs(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         return self._outputs(self._inputs(patterns, sampling_mrad))
 
+    def _symmetric_images(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, Callable[[np.ndarray], np.ndarray]]]:
+        """The 8 images g·x of preprocessed inputs x (N, 1, n, n) under the square's symmetry
+        (:func:`conventions.d4_operations`), each with its class map g."""
+        arr = x.numpy()
+        for pattern_map, class_map in conventions.d4_operations():
+            yield torch.from_numpy(np.ascontiguousarray(pattern_map(arr))), class_map
+
     def _d4_proba(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         """``d4_average``: the mean over the 8 symmetry operations g of the square of the probabilities of
         the image g·x, class g·k read as class k — a predictor that rotates and mirrors exactly with its
         input (the network alone, trained with D4 augmentation, only approximately). (N, 8) float32."""
-        x = self._inputs(patterns, sampling_mrad)[:, 0].numpy()
-        classes, operations = np.arange(conventions.N_CLASSES), conventions.d4_operations()
+        x = self._inputs(patterns, sampling_mrad)
+        classes = np.arange(conventions.N_CLASSES)
         total = np.zeros((len(x), conventions.N_CLASSES))
-        for pattern_map, class_map in operations:
-            image = torch.from_numpy(np.ascontiguousarray(pattern_map(x))).unsqueeze(1)
+        for image, class_map in self._symmetric_images(x):
             total += self._proba(self._outputs(image))[:, class_map(classes)]
-        return (total / len(operations)).astype(np.float32)
+        return (total / 8).astype(np.float32)
 
     def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities (N, 8), classes (int8) and angles (degrees) from one preprocessing: without

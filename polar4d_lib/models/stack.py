@@ -1,0 +1,166 @@
+"""``cnn-stack``: the paper's CNN on a unit cell's patterns kept apart, for scans at any step up to a/4.
+
+A scan coarser than λ/(2α) (0.52 Å at 200 keV, 24 mrad; a/4 = 0.99 Å is) has a cell mean that depends on
+where the raster sits, and a model of means misreads it. This model reads instead the cell stack of
+:func:`polar4d_lib.pacbed.cell_stack`: the patterns of a window of the scan folded into ``bins`` × ``bins``
+parts of the unit cell, one channel each, the part with the most dark-field intensity first. At a/4 each
+part is one probe position, at a/8 the mean of 2 × 2, at low dose (a window of several cells) more.
+
+- Input: stacks (N, bins², Qx, Qy) at any angular sampling; the model rebins every pattern to its own
+  grid (``Preprocessor``: its sampling and size around the nominal centre, no normalisation), divides
+  each stack by its mean pattern total (a scan's dose is unknown) and takes the square root; the network
+  standardises per channel and pixel with statistics that are symmetric under D4 (below).
+- D4: a symmetry g of the square acts on a stack's patterns *and* on its bins × bins grid of parts. On a
+  registered stack (brightest part first) g moves the first part to a corner that the registration rolls
+  back, so g is the pattern map plus a fixed permutation of the channels (:func:`part_operations`).
+  Training batches see a random g of each stack (:class:`StackD4`, the class mapped as CONVENTIONS.md
+  says); ``d4_average`` predicts the mean over the 8 images, as for the other networks.
+- Everything else is :class:`~polar4d_lib.models.neural.NeuralModel`'s: the custom CNN with ``bins²``
+  input channels, the 512-unit layer and 8 logits, ``training.fit`` (early stopping, resumable), saving
+  as a ``.pt`` state dict read with ``weights_only=True``.
+
+``polar4d predict`` folds each window of a scan with the scan's lattice period (cell over step, else
+:func:`polar4d_lib.pacbed.lattice_period_px`; :mod:`polar4d_lib.predict`). Training stacks come from a
+``cell_grid`` dataset's rasters (:func:`polar4d_lib.study.cell_stack_parts`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from polar4d_lib import conventions
+from polar4d_lib.augmentation import AugmentationConfig, mirror_x, rotate90
+from polar4d_lib.models.base import register
+from polar4d_lib.models.neural import NeuralModel
+from polar4d_lib.models.networks import PolarNet, build_network
+from polar4d_lib.preprocessing import Preprocessor
+
+KIND = "cnn-stack"
+
+
+def default_preprocessor() -> Preprocessor:
+    """The cell-stack model's own grid: 16 px at 4.5 mrad/px (±36 mrad) around the nominal centre, counts
+    kept (no normalisation), windows of one KNN cell (3.95 Å)."""
+    return Preprocessor(sampling_mrad=4.5, size=16, center="nominal", normalize="none", average_window_A=3.95)
+
+
+def part_operations(bins: int) -> list[tuple[bool, int, np.ndarray]]:
+    """The 8 symmetries of the square (mirror kx → −kx or not, then ``k`` × 90°; the order of
+    :func:`conventions.d4_operations`) as they act on a registered stack: (mirror, k, perm), where image
+    channel c holds the moved pattern of part ``perm[c]``. ``perm`` is the map on the ``bins`` × ``bins``
+    grid of parts, rolled so that the first part stays first."""
+    grid = np.arange(bins * bins).reshape(bins, bins)
+    out = []
+    for mirror in (False, True):
+        for k in range(4):
+            moved = conventions.rotate90_pattern(conventions.mirror_x_pattern(grid) if mirror else grid, k)
+            a, b = np.argwhere(moved == 0)[0]
+            out.append((mirror, k, np.roll(moved, (-a, -b), axis=(0, 1)).ravel()))
+    return out
+
+
+def move_stacks(x: torch.Tensor, mirror: bool, k: int, perm: np.ndarray) -> torch.Tensor:
+    """Stacks x (N, bins², n, n) under one symmetry of :func:`part_operations`."""
+    x = x[:, torch.as_tensor(perm)]
+    return rotate90(mirror_x(x) if mirror else x, k)
+
+
+def move_classes(classes: np.ndarray, mirror: bool, k: int) -> np.ndarray:
+    """Classes under the symmetry (mirror, k) (CONVENTIONS.md)."""
+    return conventions.rotate90_class(conventions.mirror_x_class(classes) if mirror else classes, k)
+
+
+class StackD4:
+    """Training-batch augmentation of cell stacks: each stack replaced by a random one of its 8 images
+    (pattern map and part permutation together, :func:`part_operations`), its class mapped alike."""
+
+    def __init__(self, bins: int) -> None:
+        self.operations = part_operations(bins)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        choice = torch.randint(0, len(self.operations), (len(x),), generator=generator).numpy()
+        out, labels = x.clone(), y.cpu().numpy().copy()
+        for o, (mirror, k, perm) in enumerate(self.operations):
+            idx = np.flatnonzero(choice == o)
+            if len(idx):
+                out[idx] = move_stacks(x[idx], mirror, k, perm)
+                labels[idx] = move_classes(labels[idx], mirror, k)
+        return out, torch.as_tensor(labels, dtype=y.dtype, device=y.device)
+
+
+def check_bins(bins: Any) -> int:
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise ValueError(f"bins is a whole number ≥ 2 of parts per cell side, got {bins!r}")
+    return int(bins)
+
+
+@register
+class CellStackModel(NeuralModel):
+    """The custom CNN on cell stacks (N, bins², Qx, Qy) (module docstring); classes 0–7."""
+
+    kinds = (KIND,)
+
+    def __init__(self, kind: str = KIND, preprocessor: Preprocessor | None = None, bins: int = 4,
+                 augmentation: AugmentationConfig | None = None, d4_average: bool = True, **kwargs: Any) -> None:
+        if augmentation is not None:
+            raise ValueError("a cnn-stack model is always trained with D4 acting on its stacks (StackD4); "
+                             "pass augmentation=None")
+        self.bins = check_bins(bins)
+        super().__init__(kind, default_preprocessor() if preprocessor is None else preprocessor,
+                         d4_average=d4_average, **kwargs)
+        self.head = "cls"
+        if self.preprocessor.normalize != "none" or self.preprocessor.center != "nominal":
+            raise ValueError("a cnn-stack model's preprocessor keeps counts around the nominal centre "
+                             "(normalize: none, center: nominal): the parts of a stack must stay comparable")
+
+    @property
+    def channels(self) -> int:
+        return self.bins * self.bins
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "bins": self.bins}
+
+    def _new_network(self) -> PolarNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return build_network("cnn", None, "cls", size=self.preprocessor.size, dropout=self.dropout,
+                                 channels=self.channels)
+
+    def _inputs(self, stacks: np.ndarray, sampling_mrad: float) -> torch.Tensor:
+        """Stacks (N, bins², Qx, Qy) → (N, bins², size, size) float32: each pattern on the model's grid,
+        each stack over its mean pattern total, square-rooted."""
+        stacks = np.asarray(stacks)
+        if stacks.ndim != 4 or stacks.shape[1] != self.channels:
+            raise ValueError(f"a {self.kind} model classifies cell stacks (N, {self.channels}, Qx, Qy) "
+                             f"(pacbed.cell_stack with bins={self.bins}), got shape {stacks.shape}; "
+                             "run polar4d predict on the whole scan")
+        n = len(stacks)
+        x = self.preprocessor.transform(stacks.reshape(n * self.channels, *stacks.shape[2:]), sampling_mrad)
+        x = np.asarray(x, dtype=np.float64).reshape(n, self.channels, *x.shape[1:])
+        if not np.all(np.isfinite(x)):
+            raise ValueError("cell stacks contain NaN or inf; check the input patterns")
+        total = x.sum(axis=(1, 2, 3), keepdims=True) / self.channels
+        x = np.sqrt(np.clip(x / np.maximum(total, 1e-12), 0.0, None))
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+    def _input_statistics(self, x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per channel and pixel mean and spread of the training stacks, averaged over their 8 images
+        under D4 (so that standardising commutes with :class:`StackD4`), the spread floored at 1 % of
+        its median."""
+        x = x_train.double()
+        moments = torch.stack([x.mean(dim=0), x.pow(2).mean(dim=0)], dim=0)  # (2, C, n, n)
+        symmetric = sum(move_stacks(moments, m, k, p) for m, k, p in part_operations(self.bins)) / 8
+        mean = symmetric[0]
+        std = (symmetric[1] - mean.pow(2)).clamp_min(0).sqrt()
+        std = std.clamp_min(1e-2 * float(std.median()) + 1e-12)
+        return mean.float(), std.float()
+
+    def _augmenter(self) -> StackD4:
+        return StackD4(self.bins)
+
+    def _symmetric_images(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, Callable[[np.ndarray], np.ndarray]]]:
+        for mirror, k, perm in part_operations(self.bins):
+            yield move_stacks(x, mirror, k, perm).contiguous(), (lambda c, m=mirror, t=k: move_classes(c, m, t))
