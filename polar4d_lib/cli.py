@@ -108,7 +108,7 @@ def _default_model(args: argparse.Namespace) -> int:
         raise UsageError("default-model needs --data (a dataset from polar4d simulate), or --retest to score a built model again")
     else:
         model, numbers = build_default_model(args.data, args.profile, out, seed=args.seed, candidates=args.candidates,
-                                             command=command, card=args.card)
+                                             command=command, card=args.card, add=args.add)
         chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])["realistic"]
         print(f"chose {model.kind}: {100 * chosen['mean_share_correct']:.1f} % of patterns right on {chosen['scans']} realistic "
               f"scans, majority right on {100 * chosen['majority_correct']:.0f} %; wrote {numbers['model']} and its model card")
@@ -120,9 +120,9 @@ def _default_model(args: argparse.Namespace) -> int:
 
 
 def _network_kinds() -> tuple[str, ...]:
-    from polar4d_lib.models import NETWORK_KINDS
+    from polar4d_lib.models import NEURAL_KINDS
 
-    return NETWORK_KINDS
+    return NEURAL_KINDS
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -233,8 +233,12 @@ def parser() -> argparse.ArgumentParser:
     dm.add_argument("--data", default=None, help="a dataset (.zarr) from polar4d simulate (the robust profile's)")
     dm.add_argument("--profile", choices=["smoke", "robust"], default="robust")
     dm.add_argument("--seed", type=int, default=888)
-    dm.add_argument("--candidates", nargs="+", default=["linear", "cnn-cls", "pca-knn", "physics"],
-                    metavar="KIND", help="kinds to train and compare (default: default_model.DEFAULT_CANDIDATES)")
+    dm.add_argument("--candidates", nargs="+", default=None, metavar="KIND",
+                    help="kinds to train and compare (default: default_model.candidates_for the profile: "
+                         "linear cnn-cls pca-knn physics, and cnn-stack where the profile has a stack_model section)")
+    dm.add_argument("--add", action="store_true",
+                    help="add --candidates to the card beside --out (same profile, seed and data): train only them, "
+                         "keep the card's other rows, and replace its model only if one of them is more robust")
     dm.add_argument("--out", required=True, help="model file (.pt; .npz if pca-knn or physics wins); MODEL_CARD.md goes beside it")
     dm.add_argument("--card", default=None, help="model card path (default: MODEL_CARD.md beside --out)")
     dm.add_argument("--retest", action="store_true",

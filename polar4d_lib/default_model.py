@@ -32,6 +32,17 @@ from polar4d_lib.datasets import load_profile
 DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "cnn-cls", "pca-knn", "physics")
 
 
+def candidates_for(profile: str) -> tuple[str, ...]:
+    """The candidates of ``profile``: ``DEFAULT_CANDIDATES``, and the stack CNN where the profile has a
+    ``stack_model`` section (its recipe; it needs a ``cell_grid`` dataset)."""
+    return DEFAULT_CANDIDATES + (models.STACK_KINDS if load_profile(profile, "stack_model") else ())
+
+
+def training_stage(kind: str) -> str:
+    """The profile section a candidate's recipe comes from."""
+    return "stack_model" if kind in models.STACK_KINDS else "default_model"
+
+
 def _check_profile(profile: str) -> None:
     if not load_profile(profile, "default_model"):
         raise ValueError(f"profile {profile!r} has no default_model section in profiles.yaml; use --profile robust "
@@ -40,12 +51,20 @@ def _check_profile(profile: str) -> None:
 
 def build_default_model(
     data: str | os.PathLike, profile: str, out: str | os.PathLike, seed: int = 888,
-    candidates: Sequence[str] = DEFAULT_CANDIDATES, command: str = "", card: str | os.PathLike | None = None,
+    candidates: Sequence[str] | None = None, command: str = "", card: str | os.PathLike | None = None,
+    add: bool = False,
 ) -> tuple[models.PolarizationModel, dict[str, Any]]:
-    """Train ``candidates``, score them, save the most robust at ``out`` and its card. Returns the
-    chosen model and the card's numbers."""
+    """Train ``candidates`` (None: :func:`candidates_for` the profile), score them, save the most robust at
+    ``out`` and its card. Returns the chosen model and the card's numbers.
+
+    With ``add``, the candidates join those of the card already beside ``out`` (built from the same
+    profile, seed and dataset content, which is checked): their rows are kept, and where one of them still
+    wins, its model file and test scores are kept too; the card records both commands."""
     _check_profile(profile)
     out = Path(out)
+    card = Path(card) if card is not None else out.with_name("MODEL_CARD.md")
+    candidates = candidates_for(profile) if candidates is None else tuple(candidates)
+    earlier = _earlier_card(card, out, profile, seed, data) if add else None
     unknown = [k for k in candidates if k not in models.KNOWN_KINDS]
     if unknown or not candidates:
         raise ValueError(f"unknown candidate kinds {unknown}; choose from {', '.join(models.KNOWN_KINDS)}")
@@ -60,9 +79,9 @@ def build_default_model(
     for kind in bar:
         bar.set_postfix_str(kind)
         start = time.perf_counter()
-        checkpoint = out.with_name(f"{out.name}.{kind}.checkpoint") if kind in models.NETWORK_KINDS else None
+        checkpoint = out.with_name(f"{out.name}.{kind}.checkpoint") if kind in models.NEURAL_KINDS else None
         model, holdout = study.train_and_evaluate(kind, data, profile, seed, "blocked", checkpoint_path=checkpoint,
-                                                  stage="default_model")
+                                                  stage=training_stage(kind))
         if checkpoint is not None and checkpoint.exists():  # finished: the checkpoint only served resuming
             checkpoint.unlink()
         rows, window_choice = choose_min_electrons(model, scans, grid)
@@ -75,6 +94,14 @@ def build_default_model(
         if best is None or result["realistic"]["mean_share_correct"] > best[1]["realistic"]["mean_share_correct"]:
             best = (model, result)
     model, chosen = best
+    if earlier is not None:
+        kept = [c for c in earlier["candidates"] if c["kind"] not in candidates]
+        old = max(kept, key=lambda c: c["realistic"]["mean_share_correct"], default=None)
+        results = kept + results
+        if old is not None and old["realistic"]["mean_share_correct"] >= chosen["realistic"]["mean_share_correct"]:
+            numbers = {**earlier, "candidates": results, "added_by": command}  # the earlier choice stands
+            _write_card(numbers, card)
+            return models.load_model(numbers["model"]), numbers
     numbers = {
         "command": command, "profile": profile, "seed": seed, "data": str(data),
         "dataset_sha256": model.metadata.get("dataset_sha256"), "dataset_parameters": dataset_parameters(data),
@@ -95,8 +122,29 @@ def build_default_model(
         if stale.exists():  # an older default of the other kind would shadow or confuse the new one
             stale.unlink()
     numbers["model"] = str(path)
-    _write_card(numbers, Path(card) if card is not None else out.with_name("MODEL_CARD.md"))
+    if earlier is not None:
+        numbers["command"], numbers["added_by"] = earlier["command"], command
+    _write_card(numbers, card)
     return model, numbers
+
+
+def _earlier_card(card: Path, out: Path, profile: str, seed: int, data: str | os.PathLike) -> dict[str, Any]:
+    """The numbers of the card that ``add`` extends, after checking that they were made like the new ones."""
+    path = card.with_suffix(".json")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: --add extends a model card built by polar4d default-model; "
+                                "build it first (without --add)")
+    numbers = json.loads(path.read_text())
+    from polar4d_lib.datasets import open_dataset
+
+    sha = open_dataset(data).attrs.get("content_sha256")
+    made = (numbers.get("profile"), numbers.get("seed"), numbers.get("dataset_sha256"))
+    if made != (profile, seed, sha):
+        raise ValueError(f"the card {path} was made with profile, seed, data {made}, not {(profile, seed, sha)}: "
+                         "--add compares only candidates trained alike; rebuild without --add")
+    if not Path(numbers["model"]).exists():
+        raise FileNotFoundError(f"the card's model {numbers['model']} is missing; rebuild without --add")
+    return numbers
 
 
 def independent_test(model: models.PolarizationModel, profile: str, command: str = "") -> dict[str, Any] | None:
@@ -198,7 +246,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-def _scan_lines(rows: list[dict[str, Any]]) -> list[str]:
+def _scan_lines(rows: list[dict[str, Any]], stacks: bool = False) -> list[str]:
     """A card's table of scored realistic scans and its summary by scan step."""
     lines = ["| scan | thickness | dose (e/pattern) | detector | step | window | share right | majority |",
              "|---|---|---|---|---|---|---|---|"]
@@ -214,7 +262,9 @@ def _scan_lines(rows: list[dict[str, Any]]) -> list[str]:
         for step, s in robustness.summary_by_step(rows).items()) + ". "
         f"Steps below λ/(2α) = {limit:.2f} Å ({probe.energy_kev:g} keV, {probe.semiangle_mrad:g} mrad) average a cell "
         "the same wherever the raster sits; coarser ones alias the probe-position dependence into the average "
-        "(`pacbed.alias_free_step_A`), and `polar4d predict` warns about them."]
+        "(`pacbed.alias_free_step_A`)"
+        + ("; this model does not average them: it keeps the parts of the cell apart." if stacks
+           else ", and `polar4d predict` warns about them.")]
     return lines
 
 
@@ -222,19 +272,26 @@ def model_card(numbers: dict[str, Any]) -> str:
     """The model card (Markdown) of :func:`build_default_model`'s numbers."""
     chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
     h, r = chosen["holdout"], chosen["realistic"]
+    stacks = numbers["chosen"] in models.STACK_KINDS
+    bins = (numbers.get("train_settings") or {}).get("cell_stacks", {}).get("bins", 4) if stacks else None
     lines = [
         f"# polar4d default model: {numbers['chosen']}",
         "",
         "Classifies the projected polarization of KNN (8 classes, 45° apart; `shared/CONVENTIONS.md`) from",
-        "4D-STEM patterns averaged over one unit cell of probe positions around each scan position",
+        (f"the 4D-STEM patterns of one unit cell of probe positions around each scan position, folded into {bins} × {bins}"
+         " parts of the cell (each part's mean pattern one input channel, the part with the most dark-field intensity"
+         " first: `pacbed.cell_stack`)" if stacks else
+         "4D-STEM patterns averaged over one unit cell of probe positions around each scan position"),
         f"(window {numbers['preprocessor'].get('average_window_A')} Å; `polar4d predict` takes the window in",
-        "positions from the scan step, or from the lattice it sees in the scan)"
+        "positions from the scan step, or from the lattice it sees in the scan"
+        + (", and folds it at the same period)" if stacks else ")")
         + (f", grown by whole cells until a window holds {numbers['preprocessor']['average_min_electrons']:.2g} electrons"
            " (at low dose the map's resolution becomes coarser than one cell)."
            if numbers["preprocessor"].get("average_min_electrons") else "."),
         "",
         "## How it was made",
-        f"- Command: `{numbers['command']}`",
+        f"- Command: `{numbers['command']}`"
+        + (f"; candidates added by `{numbers['added_by']}`" if numbers.get("added_by") else ""),
         f"- Profile `{numbers['profile']}`, seed {numbers['seed']}, data `{numbers['data']}`",
         f"  (content SHA-256 `{numbers['dataset_sha256']}`)",
         f"- Data: `{json.dumps(numbers.get('dataset_parameters', {}))}`",
@@ -259,7 +316,7 @@ def model_card(numbers: dict[str, Any]) -> str:
                   + f" for {chosen['kind']}."]
     lines += [
         "",
-        f"Synthetic holdout: {h['split']}; {h['n']} test inputs ({h['test_inputs']}), {h['n_train']} training averages.",
+        f"Synthetic holdout: {h['split']}; {h['n']} test inputs ({h['test_inputs']}), {h['n_train']} training inputs.",
         "",
         "Confusion matrix of the holdout (rows true, columns predicted; "
         + " ".join(conventions.CLASS_NAMES) + "):",
@@ -274,7 +331,7 @@ def model_card(numbers: dict[str, Any]) -> str:
         "scan step (window from the lattice). Each specimen is scanned at the ranges' step and, with `strides`, at",
         f"multiples of it (every s-th position). Ranges: `{json.dumps(numbers['realistic_ranges'])}`.",
         "",
-        *_scan_lines(chosen["scans"]),
+        *_scan_lines(chosen["scans"], stacks),
     ]
     test = numbers.get("test")
     if test is not None:
@@ -289,7 +346,7 @@ def model_card(numbers: dict[str, Any]) -> str:
             f"scans above, so those scores are optimistic; these are not. Ranges: `{json.dumps(test['realistic_ranges'])}`."
             + (f" Scored by `{test['command']}`." if test.get("command") else ""),
             "",
-            *_scan_lines(test["scans"]),
+            *_scan_lines(test["scans"], stacks),
             "",
             f"Test summary: {_pct(t['mean_share_correct'])} of patterns right on average (worst scan "
             f"{_pct(t['min_share_correct'])}), the majority class right on {_pct(t['majority_correct'])} of "

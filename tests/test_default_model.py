@@ -137,6 +137,38 @@ def test_retest_scores_a_built_model_on_a_new_test_draw_and_changes_nothing_else
     assert "needs --data" in capsys.readouterr().err
 
 
+def test_add_trains_only_the_named_candidates_and_chooses_among_all(retrained, smoke_dataset, tmp_path, capsys):
+    tmp, numbers = retrained
+    built = Path(numbers["model"])
+    for path in (built, tmp / "MODEL_CARD.json", tmp / "MODEL_CARD.md"):
+        shutil.copy(path, tmp_path / path.name)
+    out = tmp_path / built.name
+    args = ["default-model", "--data", str(smoke_dataset.path), "--profile", "smoke", "--out", str(out)]
+    assert cli.main(args + ["--add", "--candidates", "physics"]) == 0
+    again = json.loads((tmp_path / "MODEL_CARD.json").read_text())
+    kept = [c for c in numbers["candidates"] if c["kind"] != "physics"]
+    assert [c["kind"] for c in again["candidates"]] == [c["kind"] for c in kept] + ["physics"]
+    assert again["candidates"][:-1] == kept  # the earlier rows are kept as they were, not retrained
+    best = max(again["candidates"], key=lambda c: c["realistic"]["mean_share_correct"])
+    assert again["chosen"] == best["kind"] and load_model(again["model"]).kind == best["kind"]
+    assert again["command"] == numbers["command"] and again["added_by"].endswith("--add --candidates physics")
+    assert f"candidates added by `{again['added_by']}`" in (tmp_path / "MODEL_CARD.md").read_text()
+    # only candidates trained alike are compared; a card is needed
+    assert cli.main(args + ["--add", "--candidates", "physics", "--seed", "1"]) == 2
+    assert "trained alike" in capsys.readouterr().err
+    (tmp_path / "MODEL_CARD.json").unlink()
+    assert cli.main(args + ["--add", "--candidates", "physics"]) == 2
+    assert "build it first (without --add)" in capsys.readouterr().err
+
+
+def test_the_profiles_say_which_candidates_compete():
+    from polar4d_lib.default_model import DEFAULT_CANDIDATES, candidates_for, training_stage
+
+    assert candidates_for("smoke") == DEFAULT_CANDIDATES  # the smoke dataset has no cell rasters to fold
+    assert candidates_for("robust") == DEFAULT_CANDIDATES + ("cnn-stack",)
+    assert training_stage("cnn-stack") == "stack_model" and training_stage("cnn-cls") == "default_model"
+
+
 @pytest.mark.parametrize("profile", ["smoke", "robust"])
 def test_the_test_scans_share_no_disorder_seed_with_training_or_the_choosing_scans(profile):
     from polar4d_lib.datasets import spec_for_profile
