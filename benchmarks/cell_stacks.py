@@ -1,8 +1,8 @@
 """What a coarse scan's cell holds beyond its mean: its 16 patterns kept apart, registered to the lattice.
 
 A scan at a/4 (0.99 Å, coarser than λ/(2α) = 0.52 Å at 200 keV, 24 mrad) sees 4 × 4 probe positions per
-unit cell. Their mean — what the shipped model classifies — depends on where the raster sits on the
-columns, and even on noise-free means of training specimens the shipped model gets the diagonal classes
+unit cell. Their mean — what a model of means (``cnn-cls`` on PACBEDs) classifies — depends on where the raster sits on the
+columns, and even on noise-free means of training specimens such a model gets the diagonal classes
 only about 70 % right (``benchmarks/coarse_rasters.py``). The 16 patterns themselves say where each was
 taken. This trains the paper's CNN (:func:`polar4d_lib.models.networks.custom_cnn`) once per input on the
 stride-2 sub-rasters of a ``cell_grid`` dataset's training specimens (every group's four origins) and
@@ -19,25 +19,20 @@ scores it on the blocked split's held-out specimens, from
   positions, the class mapping as CONVENTIONS.md says — and each test stack classified by the mean
   probability over its 8 images (as the shipped model's ``d4_average``).
 
-With ``--realistic`` it goes end to end instead: the training specimens' sub-rasters are recorded on random
-detectors of the profile's realistic ranges (sampling, size, centre offset; 10⁵–10⁷ electrons per
-sub-raster; :func:`recorded_stacks`), the D4 stack network is trained on them as fractions of each stack's
-total, and every scan of the profile's realistic (choosing) scans at a step ≥ λ/(2α) is classified position
-by position the way ``polar4d predict`` places its window (one cell from the scan step or the lattice the
-scan shows, grown to ``--min-electrons``), its window folded by :func:`polar4d_lib.pacbed.cell_stack` —
-printed beside the shipped model's scores for the same scans from its card. The independent test scans
-(``realistic_test``) are left alone: nothing is to be chosen on them.
+The library's ``cnn-stack`` model (:mod:`polar4d_lib.models.stack`) is this input made a shippable
+recipe (detectors, doses, whole a/8 rasters as well, early stopping) and ``polar4d predict`` folds
+scans for it; the default model's card scores it on the realistic scans.
 
 Patterns are rebinned to 16 × 16 px at 4.5 mrad/px (±36 mrad), square-rooted and standardised per pixel
 on the training part; Adam (lr 1e-3), batch 128, ``--epochs`` epochs, one seed; D4 only where named. With
 ``--electrons E`` every sub-raster's 16 patterns share E electrons (Poisson), the mean as their average.
-This measures information, not a shippable recipe: the shipped model's own recipe (D4 symmetry,
+This measures information, not a shippable recipe: the default model's recipe for means (D4 symmetry,
 detectors, 60 000 averages) does better on means than this plain CNN does.
 
 Usage: python benchmarks/cell_stacks.py [--data data/robust.zarr] [--seed 888] [--epochs 12]
-       [--electrons E ...] [--d4] | [--realistic [--profile robust] [--min-electrons 2e6]]
+       [--electrons E ...] [--d4]
 About 25 s per input and dose at 12 epochs on 2 cores (1 min with D4), plus 30 s to build the stacks
-(the ``robust`` dataset is read whole: 4.5 GB in memory); ``--realistic --epochs 24`` about 7 min.
+(the ``robust`` dataset is read whole: 4.5 GB in memory).
 Prints measured figures; nothing is asserted.
 """
 
@@ -51,7 +46,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from polar4d_lib import conventions, detector, pacbed, robustness, study
+from polar4d_lib import conventions, detector, pacbed, study
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models.networks import custom_cnn
 
@@ -81,27 +76,6 @@ def sub_raster_stacks(dataset, sampling_mrad: float) -> tuple[np.ndarray, np.nda
     patterns = detector.resample(np.asarray(dataset["patterns"]), sampling_mrad, SAMPLING_MRAD, (SIZE, SIZE))
     frac = np.asarray(dataset["position_frac"])
     return patterns[members].astype(np.float32), np.asarray(dataset["label"])[members[:, 0]], frac[members], members
-
-
-def recorded_stacks(dataset, members: np.ndarray, profile: str, seed: int) -> np.ndarray:
-    """The sub-rasters ``members`` (M, 16) recorded as a scan would record them: every 16 of them on one
-    random detector of ``profile``'s realistic ranges (its sampling, size, centre offset), holding
-    10⁵–10⁷ electrons per sub-raster, rebinned to SIZE px at SAMPLING_MRAD around the detector's nominal
-    centre (:func:`polar4d_lib.robustness.record_on_detectors`). (M, 16, SIZE, SIZE) counts."""
-    ranges = robustness.RealisticRanges.for_profile(profile)
-    sampling = float(dataset.attrs["q_sampling_mrad"])
-    patterns = dataset["patterns"]
-    out = np.empty((len(members), 16, SIZE, SIZE), np.float32)
-    chunk = 1024
-    for start in tqdm(range(0, len(members), chunk), desc="recording sub-rasters", unit="chunk", leave=False):
-        rows = members[start:start + chunk]
-        order = np.argsort(rows.ravel())  # zarr reads rows in increasing order
-        raw = np.empty((rows.size,) + tuple(patterns.shape[1:]), np.float32)
-        raw[order] = patterns.oindex[rows.ravel()[order]]
-        recorded = robustness.record_on_detectors(raw, sampling, ranges, seed + start, SAMPLING_MRAD, SIZE,
-                                                  per_detector=256, electrons=(1e5 / 16, 1e7 / 16))
-        out[start:start + len(rows)] = recorded.reshape(len(rows), 16, SIZE, SIZE)
-    return out
 
 
 def register_true(stacks: np.ndarray, fracs: np.ndarray) -> np.ndarray:
@@ -176,81 +150,6 @@ def train_and_score(x: np.ndarray, y: np.ndarray, test: np.ndarray, epochs: int,
     return proba(images[:, test]).argmax(1) == y[test]
 
 
-def per_stack_fractions(stacks: np.ndarray) -> np.ndarray:
-    """Counts (..., 16, Qx, Qy) as fractions of each stack's mean pattern total: what a scan of unknown
-    dose can do."""
-    return stacks / np.maximum(stacks.sum(axis=(-3, -2, -1), keepdims=True) / stacks.shape[-3], 1e-12)
-
-
-def score_realistic(proba, scans: list, window_A: float, min_electrons: float) -> list[dict]:
-    """Classify every probe position of each scan as ``polar4d predict`` places a model's window on it
-    (:func:`polar4d_lib.pacbed.window_px`: one cell from the scan step or its lattice, grown to
-    ``min_electrons``; moved inwards at the edges), from the window folded into a cell stack by the
-    lattice period (cell over step, else :func:`polar4d_lib.pacbed.lattice_period_px`)."""
-    rows = []
-    for item in tqdm(scans, desc="realistic scans", unit="scan", leave=False):
-        scan = item.scan
-        rx, ry = scan.data.shape[:2]
-        data = detector.resample(scan.data.astype(np.float32), scan.q_sampling_mrad, SAMPLING_MRAD, (SIZE, SIZE))
-        period = window_A / scan.scan_step_A if scan.scan_step_A else pacbed.lattice_period_px(scan.data)
-        n, _ = pacbed.window_px(window_A, scan.scan_step_A, scan.data, min_electrons)
-        classes, cache = np.full((rx, ry), -1, np.int64), {}
-        for i in range(rx if period is not None else 0):  # no lattice seen: nothing classified
-            for j in range(ry):
-                a, b = (int(np.clip(k - n // 2, 0, max(0, size - n))) for k, size in ((i, rx), (j, ry)))
-                if (a, b) not in cache:
-                    stack = per_stack_fractions(pacbed.cell_stack(data[a:a + n, b:b + n], period))
-                    cache[(a, b)] = int(proba(d4_stacks(stack[None], np.zeros(1, np.int64))[0]).argmax())
-                classes[i, j] = cache[(a, b)]
-        majority = int(np.bincount(classes[classes >= 0], minlength=conventions.N_CLASSES).argmax())
-        rows.append({"scan": item.name, "share_correct": float(np.mean(classes == item.label)),
-                     "majority_correct": majority == item.label, "true_step_A": item.description["true_step_A"]})
-    return rows
-
-
-def realistic(args: argparse.Namespace) -> None:
-    """``--realistic``: train the D4 stack network on recorded sub-rasters of the training specimens and
-    score the profile's realistic (choosing) scans coarser than λ/(2α), beside the shipped model's card."""
-    import json
-
-    from polar4d_lib.cli import default_model_path
-    from polar4d_lib.datasets import load_profile
-
-    start = time.perf_counter()
-    dataset = open_dataset(args.data)
-    members = sub_raster_members(dataset)
-    labels = np.asarray(dataset["label"])[members[:, 0]]
-    train = ~np.isin(members[:, 0], study.make_split(dataset, "blocked", args.seed).test)
-    stacks = recorded_stacks(dataset, members[train], args.profile, args.seed)
-    images, classes = d4_stacks(stacks, labels[train])
-    print(f"{args.data}: {train.sum()} recorded stride-{STRIDE} sub-rasters of the training specimens "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
-    proba = fit_network(per_stack_fractions(images), classes, np.arange(train.sum()), args.epochs, args.seed)
-    limit = robustness.alias_free_step_A()[1]
-    scans = [s for s in robustness.realistic_scans(robustness.RealisticRanges.for_profile(args.profile))
-             if s.description["true_step_A"] >= limit]
-    window_A = float(load_profile(args.profile, "default_model")["averages"]["window_A"])
-    rows = score_realistic(proba, scans, window_A, args.min_electrons)
-    card = default_model_path().with_name("MODEL_CARD.json")
-    shipped = {}
-    if card.exists():
-        numbers = json.loads(card.read_text())
-        chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
-        shipped = {r["scan"]: r for r in chosen["scans"]}
-    print(f"{'scan':>28} | stack, D4 | shipped model (card)")
-    for r in rows:
-        old = shipped.get(r["scan"])
-        print(f"{r['scan']:>28} | {100 * r['share_correct']:8.1f}% | "
-              + (f"{100 * old['share_correct']:.1f}%" if old else "-"))
-    both = [shipped[r["scan"]] for r in rows if r["scan"] in shipped]
-    print(f"{len(rows)} scans at steps ≥ λ/(2α) = {limit:.2f} Å, {args.min_electrons:.2g} e per window: stack, D4 "
-          f"{100 * np.mean([r['share_correct'] for r in rows]):.1f}% of patterns right, "
-          f"{sum(r['majority_correct'] for r in rows)}/{len(rows)} majorities"
-          + (f"; shipped model {100 * np.mean([r['share_correct'] for r in both]):.1f}%, "
-             f"{sum(r['majority_correct'] for r in both)}/{len(both)}" if both else "")
-          + f" ({time.perf_counter() - start:.0f} s)")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/robust.zarr")
@@ -259,14 +158,7 @@ def main() -> None:
     parser.add_argument("--electrons", type=float, nargs="*", default=[],
                         help="electrons per sub-raster (all 16 patterns); none: noise-free only")
     parser.add_argument("--d4", action="store_true", help="also the dark-field stacks with D4 symmetry (slower)")
-    parser.add_argument("--realistic", action="store_true",
-                        help="instead: the D4 stacks on random detectors, scored on the profile's realistic "
-                             "(choosing) scans at steps ≥ λ/(2α), as predict would fold them")
-    parser.add_argument("--profile", default="robust", help="whose realistic ranges and scans (--realistic)")
-    parser.add_argument("--min-electrons", type=float, default=2e6, help="electrons per window (--realistic)")
     args = parser.parse_args()
-    if args.realistic:
-        return realistic(args)
     start = time.perf_counter()
     dataset = open_dataset(args.data)
     try:

@@ -4,7 +4,8 @@ A ``cell_grid`` dataset (the ``robust`` profile) scans every probe setting over 
 n × n raster. A scan at s times that step sees only every s-th position: a sub-raster of (n/s)² positions
 whose mean still depends on where the probe sits relative to the columns. For the blocked split's
 held-out specimens this prints, per class, the share of noise-free means classified right — whole
-rasters against the s² sub-rasters of each raster — for the model given (default: the shipped one).
+rasters against the s² sub-rasters of each raster — for the model given (default: the shipped one); a
+stack model (``cnn-stack``) gets each (sub-)raster folded into its cell stack instead of its mean.
 
 Usage: python benchmarks/coarse_rasters.py [--data data/robust.zarr] [--model data/default_model.pt]
        [--stride 2] [--seed 888]
@@ -14,6 +15,7 @@ Prints measured figures; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -22,22 +24,30 @@ from polar4d_lib import conventions, pacbed, study
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models import load_model
+from polar4d_lib.predict import is_stack_model
 
 
-def raster_means(dataset, indices: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Means (M, Qx, Qy) of every stride-``stride`` sub-raster of each group among ``indices``, and their labels."""
+def raster_inputs(dataset, indices: np.ndarray, stride: int, bins: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Means (M, Qx, Qy) of every stride-``stride`` sub-raster of each group among ``indices`` — or, with
+    ``bins``, their cell stacks (M, bins², Qx, Qy) (:func:`pacbed.cell_stack`, for a stack model) — and
+    their labels."""
     groups = study.position_groups(dataset)[indices]
     raster = study.raster_indices(dataset, (stride,))[indices]
     patterns, labels = dataset["patterns"][indices], dataset["label"][indices]
-    means, truth = [], []
+    side = math.isqrt(int(dataset.attrs["parameters"]["positions_per_setting"])) // stride
+    inputs, truth = [], []
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)
         for ox in range(stride):
             for oy in range(stride):
                 chosen = members[pacbed.sub_raster(raster[members], stride, (ox, oy))]
-                means.append(patterns[chosen].mean(axis=0))
+                chosen = chosen[np.lexsort((raster[chosen, 1], raster[chosen, 0]))]
+                if bins is None:
+                    inputs.append(patterns[chosen].mean(axis=0))
+                else:
+                    inputs.append(pacbed.cell_stack(patterns[chosen].reshape(side, side, *patterns.shape[1:]), side, bins))
                 truth.append(labels[chosen[0]])
-    return np.stack(means), np.asarray(truth)
+    return np.stack(inputs), np.asarray(truth)
 
 
 def main() -> None:
@@ -52,11 +62,11 @@ def main() -> None:
     test = study.make_split(dataset, "blocked", args.seed).test
     sampling = float(dataset.attrs["q_sampling_mrad"])
     print(f"model {model.kind} ({args.model or default_model_path()}); held-out specimens of {args.data}")
-    print(f"{'raster':>22} | {'all':>6} | " + " | ".join(f"{n:>5}" for n in conventions.CLASS_NAMES) + " | means | s")
+    print(f"{'raster':>22} | {'all':>6} | " + " | ".join(f"{n:>5}" for n in conventions.CLASS_NAMES) + " | inputs | s")
     for stride in (1, args.stride):
         start = time.perf_counter()
         try:
-            x, y = raster_means(dataset, test, stride)
+            x, y = raster_inputs(dataset, test, stride, getattr(model, "bins", None) if is_stack_model(model) else None)
         except ValueError as error:  # not a cell_grid dataset, or a stride that does not divide its rasters
             raise SystemExit(f"{args.data}: {error}") from None
         right = model.predict(x, sampling) == y

@@ -59,7 +59,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
-from polar4d_lib import conventions, models, plotting, scans, study, widgets
+from polar4d_lib import conventions, models, plotting, predict, scans, study, widgets
 from polar4d_lib.cli import default_model_path
 
 chapter_start = time.perf_counter()
@@ -119,6 +119,11 @@ fig
 
 # %% tags=["hide-input"]
 # The explorer of section 4 computes each model's maps once per scan and dose; this section reads them.
+for kind, model in list(fitted.items()):
+    reason = predict.refusal(model, first)  # e.g. a stack model on a scan coarser than its parts
+    if reason is not None:
+        print(f"{kind} left out: {reason}")
+        del fitted[kind]
 explorer = widgets.ScanExplorer(scan_set, fitted, true_class=truth, doses=doses, seed=dose_seed)
 predictions = {(kind, name): explorer.prediction(name, kind, None) for kind in fitted for name in names}
 fig = Figure(figsize=(3.2 * len(names) + 1.5, 1.9 * len(fitted) + 0.6), layout="constrained")

@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from polar4d_lib import conventions, robustness
+from polar4d_lib import conventions, models, robustness
 from polar4d_lib.cli import default_model_path
 
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
@@ -109,7 +109,8 @@ else:
         "worst scan (%)": 100 * c["realistic"]["min_share_correct"],
         "scans with the right majority (%)": 100 * c["realistic"]["majority_correct"],
     } for c in card["candidates"]]).set_index("model")
-    display(Markdown(f"Chosen: **{card['chosen']}**, built with `{card['command']}` (seed {card['seed']})."))
+    display(Markdown(f"Chosen: **{card['chosen']}**, built with `{card['command']}` (seed {card['seed']})"
+                     + (f"; candidates added by `{card['added_by']}`." if card.get("added_by") else ".")))
     display(candidates.round(1))
     chosen = next(c for c in card["candidates"] if c["kind"] == card["chosen"])
     if chosen.get("window_choice"):
@@ -131,7 +132,9 @@ else:
         "The chosen model by the scan step of the realistic scans (the same specimens, every s-th position; "
         "`scan_step_A` below is empty where the step was withheld). Only steps below "
         f"λ/(2α) = {limit:.2f} Å ({beam.energy_kev:g} keV, {beam.semiangle_mrad:g} mrad) average a cell the same "
-        "wherever the raster sits (chapter **simulation**, section 4). "
+        "wherever the raster sits (chapter **simulation**, section 4)"
+        + ("; the chosen model does not average a cell, it keeps the cell's parts apart (`pacbed.cell_stack`). "
+           if card["chosen"] in models.STACK_KINDS else ". ")
         + ("The *independent test* scans are a second draw (other specimens, aberrations, detectors and K/Na "
            "disorder) on which nothing was chosen (not the candidate, its electrons per window or the seed): the "
            "unbiased figures."
