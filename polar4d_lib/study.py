@@ -343,7 +343,6 @@ def train_and_evaluate(
                          "(robust's stack_model, as polar4d default-model does) and a cell_grid dataset")
     dataset = open_dataset(dataset_path)
     sampling = float(dataset.attrs["q_sampling_mrad"])
-    patterns, labels = dataset["patterns"], dataset["label"]
     split = make_split(dataset, split_kind, seed)
     train = training_indices(dataset, split, settings, seed)
     model = make_model(kind, settings, seed)
@@ -358,6 +357,7 @@ def train_and_evaluate(
             validation = on_detectors(validation, sampling, settings, profile, seed + 1)
             fit_sampling = settings.preprocessor_for().sampling_mrad
     else:
+        patterns, labels = dataset["patterns"], dataset["label"]  # read here only: the others read what they need
         x_train, y_train, x_test, y_test = patterns[train], labels[train], patterns[split.test], labels[split.test]
         validation = (patterns[split.val], labels[split.val]) if len(split.val) else None
     fit_kwargs: dict[str, Any] = {}
