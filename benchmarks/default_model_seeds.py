@@ -1,6 +1,7 @@
-"""How much the shipped model's recipe depends on its seed, and what the mean of several seeds' networks gets.
+"""How much the ``cnn-cls`` default-model recipe depends on its seed, and what the mean of several seeds' networks gets.
 
-The default model is one network trained with one seed (which draws the blocked split, the training
+(The shipped model was that recipe until ``cnn-stack`` replaced it; its seeds are not measured here.) The
+default model is one network trained with one seed (which draws the blocked split, the training
 averages, their detectors and the initial weights). This trains the same recipe (``polar4d default-model
 --candidates cnn-cls``) with each of the paper's five seeds — resumably, one model per seed under
 ``--workdir``; the shipped model counts for its own seed — and prints, per seed and as mean ± std, the

@@ -42,7 +42,7 @@ profile = "smoke"  # smoke | default | robust | paper — sizes only
 dataset_path = None  # not read here; the book driver passes it to every chapter
 results_dir = None  # where chapter 02 saved its models; None → f"results/{profile}"
 model_kinds = ["cnn-cls", "resnet-cls", "pca-knn", "physics"]  # models offered in the explorer and the maps
-default_model = True  # also show the shipped default model (data/MODEL_CARD.md), which averages over one cell
+default_model = True  # also show the shipped default model (data/MODEL_CARD.md), which reads one cell per position
 wall_overrides = None  # dict overriding the profile's `explore` section (scans.WallScanSpec fields)
 doses = [None, 1e4, 1e3]  # electrons per pattern offered by the explorer (None: noise-free simulation)
 dose_seed = 0  # seed of the Poisson re-counting
@@ -109,13 +109,14 @@ fig
 # ## 2. Class maps of every model
 #
 # Each model gets the raw scan and replays its own preprocessing. Rows are models, columns thicknesses.
-# The shipped default model (last row) was trained on patterns averaged over one unit cell of probe
-# positions (PACBED), so every position is classified from the mean of the patterns within one cell
-# around it: the map is smoother and the wall is blurred over about one cell — its resolution. This scan
-# is stepped at a/4, so a cell holds only 4 × 4 positions, and 0.99 Å is coarser than λ/(2α) = 0.52 Å: the
-# mean over a cell then depends on where the raster sits (chapter **simulation**, section 4). The default
-# model is weaker at that step than at a/8, and more so on thicker specimens (its scores by scan step are
-# on the results page).
+# The shipped default model (last row) classifies every position from the patterns of the unit cell of
+# probe positions around it, folded into 4 × 4 parts of the cell (each part one input channel; see
+# **Methods**), so the map is smoother and the wall is blurred over about one cell — its resolution. This
+# scan is stepped at a/4, so a cell holds 4 × 4 positions, and 0.99 Å is coarser than λ/(2α) = 0.52 Å: the
+# mean over a cell would depend on where the raster sits (chapter **simulation**, section 4), which is why
+# the default model keeps the parts of the cell apart instead of averaging them (its scores by scan step
+# are on the results page). A model that cannot map a scan (a stack model on a scan coarser than a/4) is
+# left out here with the reason printed.
 
 # %% tags=["hide-input"]
 # The explorer of section 4 computes each model's maps once per scan and dose; this section reads them.

@@ -89,8 +89,9 @@ display(Markdown("\n".join(
 # `polar4d predict` without `--model` uses the default model in `data/`. It was chosen among the
 # candidates below by its share of patterns right on held-out realistic scans: specimens never trained
 # on, with thermal vibrations, mistilt and probe aberrations, each recorded by a random detector (dose,
-# sampling, size, centre offset, PSF, background). Its inputs are patterns averaged over one unit cell of
-# probe positions around each position (PACBED), so its maps have the resolution of one cell — or of
+# sampling, size, centre offset, PSF, background). Every candidate reads the patterns of one unit cell of
+# probe positions around each position — the pattern models their mean (PACBED), the stack model
+# (`cnn-stack`) the cell folded into 4 × 4 parts — so its maps have the resolution of one cell — or of
 # several at a low dose, where the window grows until it holds the electrons the model asks for (chosen
 # on the same scans). A second, independent draw of scans, on which nothing was chosen, scores it once.
 
