@@ -14,7 +14,7 @@ import pytest
 
 from polar4d_lib import cli, io, pacbed, robustness
 from polar4d_lib.datasets import open_dataset
-from polar4d_lib.models import load_model
+from polar4d_lib.models import STACK_KINDS, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,8 @@ def test_each_candidate_asks_for_the_electrons_per_window_that_score_best_on_the
 
 
 def test_a_window_grows_with_the_electrons_it_must_hold():
-    scans = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))
+    # the smoke scans at a/4: the shipped stack model folds a cell into 4 × 4 parts, a/2 is refused
+    scans = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke", {"step_A": 0.9875}))
     model = load_model(cli.default_model_path())
     windows = {}
     for electrons in (1e6, 1e8):
@@ -228,38 +229,44 @@ def test_the_shipped_model_is_what_its_card_says():
     assert numbers["command"] in card and f"# polar4d default model: {numbers['chosen']}" in card
 
 
+def _smoke_scans_at_a4() -> list:
+    """The smoke realistic scans at a/4 (2 × 2 cells, 8 × 8 positions): the shipped stack model folds a cell
+    into 4 × 4 parts and refuses coarser steps."""
+    return robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke", {"step_A": 0.9875}))
+
+
 def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):
-    item = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))[0]
+    item = _smoke_scans_at_a4()[0]
     np.save(tmp_path / "scan.npy", item.scan.data)
     code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "pred.npz"),
                      "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad), "--scan-step-A", "0.9875"])
     out, err = capsys.readouterr()
-    assert code == 0, out
-    assert "warning: scan step 0.99 Å is not below λ/(2α) = 0.52 Å" in err
+    assert code == 0, err
     shipped = load_model(cli.default_model_path())
-    # the shipped model averages over 3.95 Å: 4 positions at 0.9875 Å, times whole cells until the window
-    # holds the electrons it asks for at this scan's dose
+    # one cell of 3.95 Å: 4 positions at 0.9875 Å, times whole cells until the window holds the electrons
+    # the model asks for at this scan's dose (at most the scan), folded at a period of 4 positions
     n, _ = pacbed.window_px(3.95, 0.9875, item.scan.data, shipped.preprocessor.average_min_electrons)
     assert n % 4 == 0 and f"{n} × {n} positions" in out
     metadata = io.read_predictions(tmp_path / "pred.npz")["metadata"]
     assert metadata["model_kind"] == shipped.kind
     assert metadata["average_window_px"] == n
-    assert metadata["coarse_step_warning"] in err
-    # at a/8 = 0.49 Å (below λ/(2α) at the 200 keV and 24 mrad given), and counted 1000 times longer so that
-    # the small scan holds the electrons the model asks for, there is nothing to warn about
-    np.save(tmp_path / "scan.npy", item.scan.data * 1e3)
-    code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "pred.npz"),
-                     "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad), "--scan-step-A", "0.49375",
-                     "--energy-kev", "200", "--semiangle-mrad", "24"])
-    assert code == 0 and "warning" not in capsys.readouterr().err
-    assert io.read_predictions(tmp_path / "pred.npz")["metadata"]["coarse_step_warning"] is None
+    if shipped.kind in STACK_KINDS:  # keeps the cell's parts apart: nothing aliases, nothing to warn about
+        assert metadata["cell_period_px"] == pytest.approx(4.0) and metadata["coarse_step_warning"] is None
+        # a step of a/2 leaves 2 positions per cell side: refused, naming the step that works
+        code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "coarse.npz"),
+                         "--q-pixel-size-mrad", str(item.scan.q_sampling_mrad), "--scan-step-A", "1.975"])
+        assert code == 2 and "scan at steps ≤ 0.99 Å" in capsys.readouterr().err
+        assert not (tmp_path / "coarse.npz").exists()
+    else:  # a model of means warns that the a/4 mean depends on where the raster sits
+        assert "warning: scan step 0.99 Å is not below λ/(2α) = 0.52 Å" in err
+        assert metadata["coarse_step_warning"] in err
 
 
 def test_predict_warns_when_the_whole_scan_holds_fewer_electrons_than_a_window_needs():
     from polar4d_lib.predict import predict_scan
 
-    item = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))[0]
     model = load_model(cli.default_model_path())
+    item = min(_smoke_scans_at_a4(), key=lambda s: pacbed.dose_per_pattern(s.scan.data))
     rx, ry = item.scan.data.shape[:2]
     dose = pacbed.dose_per_pattern(item.scan.data)
     assert dose * rx * ry < model.preprocessor.average_min_electrons  # the smoke scan is small and dim
@@ -269,4 +276,4 @@ def test_predict_warns_when_the_whole_scan_holds_fewer_electrons_than_a_window_n
     brighter = io.Scan(item.scan.data * 1e4, item.scan.q_sampling_mrad, scan_step_A=item.scan.scan_step_A)
     assert predict_scan(model, brighter).metadata["low_dose_warning"] is None
     # a window given by hand is the user's choice: nothing to warn about
-    assert predict_scan(model, item.scan, window_px=2).metadata["low_dose_warning"] is None
+    assert predict_scan(model, item.scan, window_px=4).metadata["low_dose_warning"] is None
