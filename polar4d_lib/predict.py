@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import acquisition, pacbed
+from polar4d_lib import acquisition, conventions, pacbed
 from polar4d_lib.io import Scan
 from polar4d_lib.models.base import circular_mean_deg
 
@@ -109,12 +109,12 @@ def stack_probabilities(model: Any, data: np.ndarray, sampling_mrad: float, wind
     ux, ix = np.unique(sx, return_inverse=True)
     uy, iy = np.unique(sy, return_inverse=True)
     starts = [(a, b) for a in ux for b in uy]
-    proba = np.empty((len(starts), 8), dtype=np.float32)
+    proba = np.empty((len(starts), conventions.N_CLASSES), dtype=np.float32)
     for c in range(0, len(starts), chunk):
         stacks = np.stack([pacbed.cell_stack(grid[a:a + window, b:b + window], period_px, model.bins)
                            for a, b in starts[c:c + chunk]])
         proba[c:c + len(stacks)] = model.predict_proba(stacks, pre.sampling_mrad)
-    return proba.reshape(len(ux), len(uy), 8)[ix.ravel()][:, iy.ravel()]
+    return proba.reshape(len(ux), len(uy), -1)[ix.ravel()][:, iy.ravel()]
 
 
 def coarse_step_warning(model: Any, scan: Scan) -> str | None:
@@ -165,6 +165,11 @@ def low_dose_warning(model: Any, scan: Scan, window: int, dose_e_per_pattern: fl
             "map is unreliable; scan a larger field or at a higher dose")
 
 
+def _in_scan_frame(patterns: np.ndarray, scan: Scan) -> np.ndarray:
+    """Patterns (N, Qx, Qy) of ``scan`` rotated by −``scan_rotation_deg`` into the scan frame."""
+    return acquisition.rotate_scan(patterns, -scan.scan_rotation_deg) if scan.scan_rotation_deg else patterns
+
+
 def predict_scan(
     model: Any, scan: Scan, abstain_below: float | None = None, window_px: int | None = None,
     dose_e_per_pattern: float | None = None,
@@ -185,17 +190,12 @@ def predict_scan(
     if is_stack_model(model):
         period, how = cell_period_px(model, scan)
         window_note += f"; folded into {model.bins} × {model.bins} parts of a cell of {period:.2f} positions ({how})"
-        patterns = scan.data.reshape(rx * ry, qx, qy)
-        if scan.scan_rotation_deg:
-            patterns = acquisition.rotate_scan(patterns, -scan.scan_rotation_deg)
+        patterns = _in_scan_frame(scan.data.reshape(rx * ry, qx, qy), scan)
         proba = stack_probabilities(model, patterns.reshape(rx, ry, qx, qy), sampling, window, period).reshape(rx * ry, -1)
         classes, angle = np.argmax(proba, axis=1), circular_mean_deg(proba)
     else:
         data = pacbed.average_scan(scan.data, window) if window > 1 else scan.data
-        patterns = data.reshape(rx * ry, qx, qy)
-        if scan.scan_rotation_deg:
-            patterns = acquisition.rotate_scan(patterns, -scan.scan_rotation_deg)
-        proba, classes, angle = model.predict_maps(patterns, sampling)
+        proba, classes, angle = model.predict_maps(_in_scan_frame(data.reshape(rx * ry, qx, qy), scan), sampling)
     proba = np.asarray(proba, dtype=np.float32)
     classes = np.asarray(classes, dtype=np.int8)
     angle = np.asarray(angle, dtype=np.float32)
