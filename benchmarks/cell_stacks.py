@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from polar4d_lib import conventions, detector, pacbed, study
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models.networks import custom_cnn
+from polar4d_lib.models.stack import move_classes, move_stacks, part_operations
 
 SIZE, SAMPLING_MRAD = 16, 4.5
 STRIDE = 2
@@ -92,17 +93,14 @@ def register_dark_field(stacks: np.ndarray) -> np.ndarray:
 
 
 def d4_stacks(stacks: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The 8 images of every stack (4 × 4 positions in raster order) under the square's symmetry
-    (:func:`polar4d_lib.conventions.d4_operations`), acting alike on the patterns and on the grid of
-    positions, each re-registered by its dark field: (8, M, 16, SIZE, SIZE) and the classes (8, M)."""
-    grids = stacks.reshape(len(stacks), 4, 4, SIZE, SIZE)
-    images, classes = [], []
-    for on_pattern, on_class in conventions.d4_operations():
-        moved = on_pattern(grids)  # the patterns (last two axes)
-        moved = np.moveaxis(on_pattern(np.moveaxis(moved, (1, 2), (-2, -1))), (-2, -1), (1, 2))  # the positions
-        images.append(register_dark_field(np.ascontiguousarray(moved).reshape(stacks.shape)))
-        classes.append(on_class(y))
-    return np.stack(images), np.stack(classes)
+    """The 8 images of every stack (4 × 4 positions in raster order) under the square's symmetry, acting
+    alike on the patterns and on the grid of positions, registered by the dark field: the library's
+    :func:`polar4d_lib.models.stack.part_operations` on the registered stacks. (8, M, 16, SIZE, SIZE) and
+    the classes (8, M)."""
+    registered = torch.from_numpy(register_dark_field(stacks))
+    operations = part_operations(4)
+    return (np.stack([move_stacks(registered, m, k, p).numpy() for m, k, p in operations]),
+            np.stack([move_classes(y, m, k) for m, k, _ in operations]))
 
 
 def fit_network(images: np.ndarray, classes: np.ndarray, train: np.ndarray, epochs: int, seed: int):

@@ -64,7 +64,7 @@ def build_default_model(
     out = Path(out)
     card = Path(card) if card is not None else out.with_name("MODEL_CARD.md")
     candidates = candidates_for(profile) if candidates is None else tuple(candidates)
-    earlier = _earlier_card(card, out, profile, seed, data) if add else None
+    earlier = _earlier_card(card, profile, seed, data) if add else None
     unknown = [k for k in candidates if k not in models.KNOWN_KINDS]
     if unknown or not candidates:
         raise ValueError(f"unknown candidate kinds {unknown}; choose from {', '.join(models.KNOWN_KINDS)}")
@@ -128,7 +128,7 @@ def build_default_model(
     return model, numbers
 
 
-def _earlier_card(card: Path, out: Path, profile: str, seed: int, data: str | os.PathLike) -> dict[str, Any]:
+def _earlier_card(card: Path, profile: str, seed: int, data: str | os.PathLike) -> dict[str, Any]:
     """The numbers of the card that ``add`` extends, after checking that they were made like the new ones."""
     path = card.with_suffix(".json")
     if not path.exists():
