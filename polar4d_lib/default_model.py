@@ -273,14 +273,17 @@ def model_card(numbers: dict[str, Any]) -> str:
     chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
     h, r = chosen["holdout"], chosen["realistic"]
     stacks = numbers["chosen"] in models.STACK_KINDS
-    bins = (numbers.get("train_settings") or {}).get("cell_stacks", {}).get("bins", 4) if stacks else None
+    cell_stacks = (numbers.get("train_settings") or {}).get("cell_stacks") or {}
+    bins = cell_stacks.get("bins", 4) if stacks else None
     lines = [
         f"# polar4d default model: {numbers['chosen']}",
         "",
         "Classifies the projected polarization of KNN (8 classes, 45° apart; `shared/CONVENTIONS.md`) from",
         (f"the 4D-STEM patterns of one unit cell of probe positions around each scan position, folded into {bins} × {bins}"
          " parts of the cell (each part's mean pattern one input channel, the part with the most dark-field intensity"
-         " first: `pacbed.cell_stack`)" if stacks else
+         " first: `pacbed.cell_stack`"
+         + ("; trained on and averaged over the stack as read from either column site, half a cell apart"
+            if cell_stacks.get("half_cell") else "") + ")" if stacks else
          "4D-STEM patterns averaged over one unit cell of probe positions around each scan position"),
         f"(window {numbers['preprocessor'].get('average_window_A')} Å; `polar4d predict` takes the window in",
         "positions from the scan step, or from the lattice it sees in the scan"

@@ -94,7 +94,8 @@ class TrainSettings:
             values["averages"] = averages
         if values.get("cell_stacks") is not None:
             stacks = dict(values["cell_stacks"])
-            config.check_known_keys(stacks, {"bins", "strides", "electrons", "window_A", "min_electrons"}, "cell_stacks setting", KeyError)
+            config.check_known_keys(stacks, {"bins", "strides", "electrons", "window_A", "min_electrons", "half_cell"},
+                                     "cell_stacks setting", KeyError)
             values["cell_stacks"] = stacks
         return cls(**values)
 
@@ -169,9 +170,11 @@ def make_model(kind: str, settings: TrainSettings, seed: int) -> models.Polariza
             lr=settings.lr, d4_average=settings.d4_average,
         )
     if kind in models.STACK_KINDS:
-        return models.create(kind, preprocessor=preprocessor, bins=int((settings.cell_stacks or {}).get("bins", 4)),
-                             max_epochs=settings.max_epochs, batch_size=settings.batch_size, patience=settings.patience,
-                             seed=seed, lr=settings.lr, d4_average=settings.d4_average)
+        stacks = settings.cell_stacks or {}
+        return models.create(kind, preprocessor=preprocessor, bins=int(stacks.get("bins", 4)),
+                             half_cell=bool(stacks.get("half_cell", True)), max_epochs=settings.max_epochs,
+                             batch_size=settings.batch_size, patience=settings.patience, seed=seed, lr=settings.lr,
+                             d4_average=settings.d4_average)
     if kind == "pca-knn":
         return models.create(kind, preprocessor=preprocessor, seed=seed)
     if kind == "linear":

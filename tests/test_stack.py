@@ -11,7 +11,8 @@ from polar4d_lib import conventions, models, pacbed, study
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.io import Scan
 from polar4d_lib.models.networks import build_network
-from polar4d_lib.models.stack import StackD4, default_preprocessor, move_classes, move_stacks, part_operations
+from polar4d_lib.models.stack import (StackD4, default_preprocessor, move_classes, move_stacks, part_operations,
+                                     stack_operations)
 from polar4d_lib.predict import predict_scan
 
 #: The robust profile's stack recipe at test size: whole 4 × 4 rasters (a/4), 3 epochs.
@@ -83,6 +84,40 @@ def test_stack_d4_gives_each_stack_one_of_its_images_with_the_class_moved_alike(
     assert len(seen) > 4  # drawn among the 8
 
 
+def test_half_cell_operations_are_the_stack_registered_at_the_other_column_site():
+    """The 8 further elements of stack_operations(half_cell=True) are D4 after rolling the parts by half a
+    cell (the fold as if the part half a cell away were the brightest); the 16 form a group (D4 × Z2)."""
+    rng = np.random.default_rng(4)
+    stack = pacbed.cell_stack(rng.random((4, 4, 9, 9)).astype(np.float32), 4)
+    other_site = np.roll(stack.reshape(4, 4, 9, 9), (-2, -2), axis=(0, 1)).reshape(16, 9, 9)
+    ops = stack_operations(4, True)
+    assert len(ops) == 16 and [tuple(p) for _, _, p in ops[:8]] == [tuple(p) for _, _, p in part_operations(4)]
+    for (mirror, k, perm), (m2, k2, perm2) in zip(ops[:8], ops[8:]):
+        assert (mirror, k) == (m2, k2)
+        expected = move_stacks(torch.from_numpy(other_site[None]), mirror, k, perm)[0].numpy()
+        np.testing.assert_array_equal(move_stacks(torch.from_numpy(stack[None]), m2, k2, perm2)[0].numpy(), expected)
+    images = {move_stacks(move_stacks(torch.from_numpy(stack[None]), *a), *b)[0].numpy().tobytes()
+              for a in ops for b in ops}
+    assert len(images) == 16  # closed: composing any two gives one of the 16
+    with pytest.raises(ValueError, match="needs an even number of bins, got 3"):
+        stack_operations(3, True)
+
+
+def test_stack_d4_with_half_cell_draws_among_16_images():
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.random((200, 16, 4, 4)).astype(np.float32))
+    y = torch.from_numpy(rng.integers(0, 8, 200))
+    out, labels = StackD4(4, half_cell=True)(x, y, torch.Generator().manual_seed(2))
+    ops = stack_operations(4, True)
+    seen = set()
+    for i in range(len(x)):
+        hits = [o for o, (m, k, p) in enumerate(ops) if torch.equal(out[i], move_stacks(x[i:i + 1], m, k, p)[0])
+                and labels[i].item() == move_classes(np.array([y[i].item()]), m, k)[0]]
+        assert len(hits) == 1, f"stack {i} is not exactly one of its 16 images with its class moved alike"
+        seen.add(hits[0])
+    assert seen == set(range(16))
+
+
 def test_only_the_custom_cnn_takes_several_channels():
     net = build_network("cnn", None, "cls", size=16, channels=16)
     assert net(torch.zeros(2, 16, 16, 16)).shape == (2, 8)
@@ -110,11 +145,28 @@ def test_stack_model_trains_on_cell_rasters_and_round_trips(trained, tmp_path):
         model.predict_proba(stacks[:, :4], 2.0)
 
 
-def test_stack_model_is_exactly_d4_equivariant(trained):
+def test_a_stack_model_saved_before_half_cell_loads_reading_one_site(trained, tmp_path):
+    import json
+
+    model, _ = trained
+    assert model.half_cell  # the default, and the profile's
+    saved = torch.load(model.save(tmp_path / "new.pt"), weights_only=True)
+    header = json.loads(saved["header"])
+    del header["metadata"]["params"]["half_cell"]
+    torch.save({**saved, "header": json.dumps(header)}, tmp_path / "old.pt")
+    old = models.load_model(tmp_path / "old.pt")
+    assert not old.half_cell and models.load_model(tmp_path / "new.pt").half_cell
+    stacks = np.random.default_rng(6).random((3, 16, 20, 20)).astype(np.float32)
+    one_site = model.__class__(preprocessor=model.preprocessor, half_cell=False)
+    one_site.__dict__.update({k: v for k, v in model.__dict__.items() if k != "half_cell"})
+    np.testing.assert_allclose(old.predict_proba(stacks, 2.0), one_site.predict_proba(stacks, 2.0), atol=1e-6)
+
+
+def test_stack_model_is_exactly_d4_equivariant_and_blind_to_the_registered_site(trained):
     model, _ = trained
     stack = pacbed.cell_stack(np.random.default_rng(2).random((4, 4, 17, 17)).astype(np.float32), 4)
     base = model.predict_proba(stack[None], 1.5)[0]
-    for mirror, k, perm in part_operations(4):
+    for mirror, k, perm in stack_operations(4, True):
         moved = move_stacks(torch.from_numpy(stack[None]), mirror, k, perm).numpy()
         proba = model.predict_proba(moved, 1.5)[0]
         # the moved stack's class g(c) is the original's class c

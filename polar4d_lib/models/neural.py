@@ -290,15 +290,17 @@ class NeuralModel(PolarizationModel):
             yield torch.from_numpy(np.ascontiguousarray(pattern_map(arr))), class_map
 
     def _d4_proba(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
-        """``d4_average``: the mean over the 8 symmetry operations g of the square of the probabilities of
-        the image g·x, class g·k read as class k — a predictor that rotates and mirrors exactly with its
-        input (the network alone, trained with D4 augmentation, only approximately). (N, 8) float32."""
+        """``d4_average``: the mean over the symmetry operations g of :meth:`_symmetric_images` (the 8 of the
+        square, and any further ones a subclass adds) of the probabilities of the image g·x, class g·k read as
+        class k — a predictor that rotates and mirrors exactly with its input (the network alone, trained
+        with D4 augmentation, only approximately). (N, 8) float32."""
         x = self._inputs(patterns, sampling_mrad)
         classes = np.arange(conventions.N_CLASSES)
-        total = np.zeros((len(x), conventions.N_CLASSES))
+        total, images = np.zeros((len(x), conventions.N_CLASSES)), 0
         for image, class_map in self._symmetric_images(x):
             total += self._proba(self._outputs(image))[:, class_map(classes)]
-        return (total / 8).astype(np.float32)
+            images += 1
+        return (total / images).astype(np.float32)
 
     def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Probabilities (N, 8), classes (int8) and angles (degrees) from one preprocessing: without

@@ -15,6 +15,13 @@ part is one probe position, at a/8 the mean of 2 × 2, at low dose (a window of 
   back, so g is the pattern map plus a fixed permutation of the channels (:func:`part_operations`).
   Training batches see a random g of each stack (:class:`StackD4`, the class mapped as CONVENTIONS.md
   says); ``d4_average`` predicts the mean over the 8 images, as for the other networks.
+- Two column sites (``half_cell``, on by default): in the [001] projection of a perovskite the A columns
+  (K/Na) and the B–O columns (Nb) lie half a cell apart along both axes, and which of them is brightest in
+  dark field depends on thickness and channelling; where they are about equally bright the registration
+  picks either, so a stack can come rolled by half a cell (measured: a 47 nm a/4 scan whose windows split
+  between confident and near-uniform outputs). With ``half_cell`` the network sees every stack also rolled
+  by (bins/2, bins/2) parts, in training (a random one of the 16 elements of D4 × {0, half}) and at
+  prediction (the mean over all 16), so its answer does not depend on which site was brightest.
 - Everything else is :class:`~polar4d_lib.models.neural.NeuralModel`'s: the custom CNN with ``bins²``
   input channels, the 512-unit layer and 8 logits, ``training.fit`` (early stopping, resumable), saving
   as a ``.pt`` state dict read with ``weights_only=True``.
@@ -62,6 +69,19 @@ def part_operations(bins: int) -> list[tuple[bool, int, np.ndarray]]:
     return out
 
 
+def stack_operations(bins: int, half_cell: bool) -> list[tuple[bool, int, np.ndarray]]:
+    """:func:`part_operations`, and with ``half_cell`` each of them also after rolling the stack by half a
+    cell (bins/2 parts along both axes: the other column site first): the 8 or 16 elements of the group
+    that a stack model's training and prediction average over. (mirror, k, perm) as there."""
+    operations = part_operations(bins)
+    if not half_cell:
+        return operations
+    if bins % 2:
+        raise ValueError(f"half_cell rolls a stack by half a cell, which needs an even number of bins, got {bins}")
+    half = np.roll(np.arange(bins * bins).reshape(bins, bins), (-(bins // 2), -(bins // 2)), axis=(0, 1)).ravel()
+    return operations + [(mirror, k, half[perm]) for mirror, k, perm in operations]
+
+
 def move_stacks(x: torch.Tensor, mirror: bool, k: int, perm: np.ndarray) -> torch.Tensor:
     """Stacks x (N, bins², n, n) under one symmetry of :func:`part_operations`."""
     x = x[:, torch.as_tensor(perm)]
@@ -75,10 +95,11 @@ def move_classes(classes: np.ndarray, mirror: bool, k: int) -> np.ndarray:
 
 class StackD4:
     """Training-batch augmentation of cell stacks: each stack replaced by a random one of its 8 images
-    (pattern map and part permutation together, :func:`part_operations`), its class mapped alike."""
+    (pattern map and part permutation together, :func:`part_operations`; 16 with ``half_cell``,
+    :func:`stack_operations`), its class mapped alike (a half-cell roll keeps the class)."""
 
-    def __init__(self, bins: int) -> None:
-        self.operations = part_operations(bins)
+    def __init__(self, bins: int, half_cell: bool = False) -> None:
+        self.operations = stack_operations(bins, half_cell)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         choice = torch.randint(0, len(self.operations), (len(x),), generator=generator).numpy()
@@ -104,11 +125,14 @@ class CellStackModel(NeuralModel):
     kinds = (KIND,)
 
     def __init__(self, kind: str = KIND, preprocessor: Preprocessor | None = None, bins: int = 4,
-                 augmentation: AugmentationConfig | None = None, d4_average: bool = True, **kwargs: Any) -> None:
+                 augmentation: AugmentationConfig | None = None, d4_average: bool = True, half_cell: bool = True,
+                 **kwargs: Any) -> None:
         if augmentation is not None:
             raise ValueError("a cnn-stack model is always trained with D4 acting on its stacks (StackD4); "
                              "pass augmentation=None")
         self.bins = check_bins(bins)
+        self.half_cell = bool(half_cell)
+        stack_operations(self.bins, self.half_cell)  # an odd bins with half_cell fails here
         super().__init__(kind, default_preprocessor() if preprocessor is None else preprocessor,
                          d4_average=d4_average, **kwargs)
         self.head = "cls"
@@ -121,7 +145,14 @@ class CellStackModel(NeuralModel):
         return self.bins * self.bins
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "bins": self.bins}
+        return {**super().params(), "bins": self.bins, "half_cell": self.half_cell}
+
+    @classmethod
+    def _from_state(cls, header: dict[str, Any], state: dict[str, Any]) -> "CellStackModel":
+        params = header.get("metadata", {}).get("params", {})
+        if params and "half_cell" not in params:  # saved before half_cell existed: it read one site only
+            header = {**header, "metadata": {**header["metadata"], "params": {**params, "half_cell": False}}}
+        return super()._from_state(header, state)
 
     def _new_network(self) -> PolarNet:
         with torch.random.fork_rng(devices=[]):
@@ -148,19 +179,20 @@ class CellStackModel(NeuralModel):
 
     def _input_statistics(self, x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per channel and pixel mean and spread of the training stacks, averaged over their 8 images
-        under D4 (so that standardising commutes with :class:`StackD4`), the spread floored at 1 % of
-        its median."""
+        under the group of :func:`stack_operations` (so that standardising commutes with :class:`StackD4`),
+        the spread floored at 1 % of its median."""
         x = x_train.double()
         moments = torch.stack([x.mean(dim=0), x.pow(2).mean(dim=0)], dim=0)  # (2, C, n, n)
-        symmetric = sum(move_stacks(moments, m, k, p) for m, k, p in part_operations(self.bins)) / 8
+        operations = stack_operations(self.bins, self.half_cell)
+        symmetric = sum(move_stacks(moments, m, k, p) for m, k, p in operations) / len(operations)
         mean = symmetric[0]
         std = (symmetric[1] - mean.pow(2)).clamp_min(0).sqrt()
         std = std.clamp_min(1e-2 * float(std.median()) + 1e-12)
         return mean.float(), std.float()
 
     def _augmenter(self) -> StackD4:
-        return StackD4(self.bins)
+        return StackD4(self.bins, self.half_cell)
 
     def _symmetric_images(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, Callable[[np.ndarray], np.ndarray]]]:
-        for mirror, k, perm in part_operations(self.bins):
+        for mirror, k, perm in stack_operations(self.bins, self.half_cell):
             yield move_stacks(x, mirror, k, perm).contiguous(), (lambda c, m=mirror, t=k: move_classes(c, m, t))
