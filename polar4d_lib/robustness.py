@@ -38,7 +38,8 @@ DETECTOR_SIZES = (64, 128, 256)
 @dataclass(frozen=True)
 class RealisticScanSpec:
     """One specimen of ``variant`` (0–11), ``cells`` × ``cells`` unit cells scanned at ``step_A`` (Å),
-    recorded at every thickness of ``thicknesses_nm`` (nm), tilted by ``tilt_mrad``, with ``probe``."""
+    recorded at every thickness of ``thicknesses_nm`` (nm), tilted by ``tilt_mrad``, with ``probe``; the
+    raster starts at ``origin_A`` (Å) in the cell (positions wrap around the periodic specimen)."""
 
     variant: int
     thicknesses_nm: tuple[float, ...]
@@ -49,6 +50,7 @@ class RealisticScanSpec:
     tilt_mrad: tuple[float, float] = (0.0, 0.0)
     probe: ProbeSettings = ProbeSettings()
     simulation: SimulationSettings = field(default_factory=lambda: SimulationSettings(phonon_configs=4))
+    origin_A: tuple[float, float] = (0.0, 0.0)
 
     @property
     def label(self) -> int:
@@ -57,7 +59,10 @@ class RealisticScanSpec:
     def key(self) -> str:
         from polar4d_lib.datasets import versions
 
-        payload = {"schema": SCHEMA, "spec": asdict(self), "versions": versions()}
+        spec = asdict(self)
+        if not any(self.origin_A):  # scans at the cell origin keep the keys they had before origins existed
+            del spec["origin_A"]
+        payload = {"schema": SCHEMA, "spec": spec, "versions": versions()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:24]
 
 
@@ -91,6 +96,9 @@ class RealisticRanges:
     #: Each specimen is also scanned at these multiples of ``step_A`` (every s-th position of its raster,
     #: each recorded by its own detector): coarse scans, as fields of view wider than a few cells take.
     strides: tuple[int, ...] = (1,)
+    #: Start each specimen's raster at a random point of the cell (uniform over a × a) rather than at the
+    #: cell origin: a microscope's scan does not know where the atoms are.
+    random_origin: bool = False
 
     @classmethod
     def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None,
@@ -122,7 +130,8 @@ def alias_free_step_A() -> tuple[ProbeSettings, float]:
 def realistic_specs(ranges: RealisticRanges) -> list[RealisticScanSpec]:
     """``ranges.specimens_per_class`` specimens per class in ``ranges.classes`` (class-major): each a random
     variant of that class, a held-out disorder seed, a random mistilt (≤ ``tilt_max_mrad``) and probe
-    aberrations, all drawn from ``ranges.seed``."""
+    aberrations, all drawn from ``ranges.seed``; with ``ranges.random_origin`` each raster also starts at a
+    random point of the cell (Å)."""
     if not (isinstance(ranges.specimens_per_class, int) and ranges.specimens_per_class >= 1):
         raise ValueError(f"specimens_per_class is a whole number ≥ 1, got {ranges.specimens_per_class!r}")
     rng = np.random.default_rng(ranges.seed)
@@ -139,6 +148,9 @@ def realistic_specs(ranges: RealisticRanges) -> list[RealisticScanSpec]:
             tilt_mrad=(round(tilt * math.cos(tilt_angle), 3), round(tilt * math.sin(tilt_angle), 3)), probe=probe,
             simulation=SimulationSettings(phonon_configs=ranges.phonon_configs),
         ))
+    if ranges.random_origin:  # a stream of its own: the specimens, probes and tilts are drawn as without it
+        origins = np.random.default_rng([ranges.seed, 1]).uniform(0, RealisticScanSpec.a_A, (len(specs), 2))
+        specs = [replace(spec, origin_A=(round(float(x), 4), round(float(y), 4))) for spec, (x, y) in zip(specs, origins)]
     return specs
 
 
@@ -150,7 +162,8 @@ def simulate_realistic(spec: RealisticScanSpec, cache_dir: str | Path | None = N
             return data["patterns"]
     specimen = knn_supercell(spec.variant, spec.cells, max(spec.thicknesses_nm), spec.a_A, seed=spec.disorder_seed)
     size = (spec.cells * spec.a_A, spec.cells * spec.a_A)
-    positions, shape = region_grid_positions((0.0, 0.0), size, spec.step_A)
+    positions, shape = region_grid_positions(spec.origin_A, size, spec.step_A)
+    positions = np.mod(positions, size)  # the specimen is periodic: a raster that starts inside a cell wraps
     patterns = scan_4d(specimen.atoms, spec.probe, positions, shape, spec.simulation, spec.a_A,
                        list(spec.thicknesses_nm), engine="prism", tilt_mrad=spec.tilt_mrad,
                        seed=spec.disorder_seed).astype(np.float32)
@@ -244,6 +257,7 @@ def realistic_scans(ranges: RealisticRanges, cache_dir: str | Path | None = None
                     "phonon_configs": spec.simulation.phonon_configs, "dose_e_per_pattern": acq.dose_e_per_pattern,
                     "sampling_mrad": sampling, "detector_px": acq.shape_out[0], "center_offset_px": list(acq.center_offset_px),
                     "psf_sigma_px": acq.psf_sigma_px, "scan_step_A": step, "true_step_A": true_step, "scan_shape": [rx, ry],
+                    "origin_A": list(spec.origin_A),
                 }
                 out.append(RealisticScan(name, scan, spec.label, description))
     return out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from polar4d_lib import conventions, robustness
+from polar4d_lib.robustness import RealisticScanSpec
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,28 @@ def test_several_specimens_per_class_extend_the_draw_and_are_named_apart(smoke_r
     names = [item.name for item in robustness.realistic_scans(replace(smoke_ranges, specimens_per_class=2))]
     assert names == ["RM 1.975 nm", "RM 3.95 nm", "RM #2 1.975 nm", "RM #2 3.95 nm",
                      "RU 1.975 nm", "RU 3.95 nm", "RU #2 1.975 nm", "RU #2 3.95 nm"]
+
+
+def test_random_origins_only_move_where_each_raster_starts():
+    ranges = robustness.RealisticRanges(disorder_seeds=(111, 112), specimens_per_class=2)
+    at_origin = robustness.realistic_specs(ranges)
+    moved = robustness.realistic_specs(replace(ranges, random_origin=True))
+    assert all(s.origin_A == (0.0, 0.0) for s in at_origin)
+    assert [replace(s, origin_A=(0.0, 0.0)) for s in moved] == at_origin  # every other draw as before
+    origins = np.array([s.origin_A for s in moved])
+    assert np.all((origins >= 0) & (origins < RealisticScanSpec.a_A)) and len(np.unique(origins, axis=0)) == len(moved)
+    assert at_origin[0].key() != moved[0].key() and replace(moved[0], origin_A=(0.0, 0.0)).key() == at_origin[0].key()
+
+
+def test_a_raster_started_one_step_further_is_the_same_periodic_scan_rolled(smoke_ranges):
+    """The specimen is periodic: starting the raster one step (x) and two steps (y) into the cell shows the
+    patterns of the raster at the origin, rolled by those steps, the last ones wrapped around the supercell."""
+    spec = robustness.realistic_specs(smoke_ranges)[1]
+    base = robustness.simulate_realistic(spec)
+    moved = robustness.simulate_realistic(replace(spec, origin_A=(spec.step_A, 2 * spec.step_A)))
+    assert moved.shape == base.shape
+    np.testing.assert_allclose(moved, np.roll(base, (-1, -2), axis=(1, 2)), atol=1e-5 * float(base.max()))
+    assert not np.allclose(moved, base, atol=1e-5 * float(base.max()))  # the raster did move
 
 
 def test_random_detectors_stay_in_the_ranges():
