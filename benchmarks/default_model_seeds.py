@@ -1,9 +1,8 @@
-"""How much the ``cnn-cls`` default-model recipe depends on its seed, and what the mean of several seeds' networks gets.
+"""How much a default-model recipe (``--kind``, default the shipped model's) depends on its seed, and what the mean of several seeds' networks gets.
 
-(The shipped model was that recipe until ``cnn-stack`` replaced it; its seeds are not measured here.) The
-default model is one network trained with one seed (which draws the blocked split, the training
-averages, their detectors and the initial weights). This trains the same recipe (``polar4d default-model
---candidates cnn-cls``) with each of the paper's five seeds — resumably, one model per seed under
+The default model is one network trained with one seed (which draws the blocked split, the training
+inputs, their detectors and the initial weights). This trains the same recipe (``polar4d default-model
+--candidates KIND``) with each of the paper's five seeds — resumably, one model per kind and seed under
 ``--workdir``; the shipped model counts for its own seed — and prints, per seed and as mean ± std, the
 holdout accuracy (each seed on its own held-out specimens) and the realistic scans by scan step. Where the
 profile has independent test scans (``realistic_test``), every seed is scored on them too (cached per seed
@@ -11,12 +10,12 @@ under ``--workdir``): picking the best seed on the first scans is a choice, and 
 what it is worth. ``--min-electrons E`` scores every seed on both sets with E electrons per window (the
 window grows by whole cells at low dose until it holds them). With
 ``--mean`` it also scores the mean of the seeds' probabilities (an ensemble) on the realistic scans, which
-no seed trained on (slow: every model runs over every scan again).
+no seed trained on (slow: every model runs over every scan again; models of means only).
 
-Usage: python benchmarks/default_model_seeds.py [--data data/robust.zarr] [--profile robust]
+Usage: python benchmarks/default_model_seeds.py [--kind cnn-stack] [--data data/robust.zarr] [--profile robust]
        [--seeds 888 1212 3000 5000 7000] [--workdir .cache/polar4d/default_model_seeds] [--mean]
        [--min-electrons E]
-Takes about 13 min per seed to train on 2 cores. Prints measured figures; nothing is asserted.
+Takes about 13 min per seed to train cnn-cls on 2 cores. Prints measured figures; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -31,10 +30,8 @@ import numpy as np
 from polar4d_lib import robustness, study
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.default_model import build_default_model
-from polar4d_lib.models import load_model
+from polar4d_lib.models import STACK_KINDS, load_model
 from polar4d_lib.models.base import circular_mean_deg
-
-KIND = "cnn-cls"
 
 
 class MeanOfModels:
@@ -50,17 +47,21 @@ class MeanOfModels:
         return proba, np.argmax(proba, axis=1).astype(np.int8), circular_mean_deg(proba)
 
 
-def seed_run(data: str, profile: str, seed: int, workdir: Path) -> tuple[dict, Path]:
-    """The card numbers and model path of ``seed``: the shipped model's if it is this recipe and seed,
-    else the run under ``workdir`` (trained now if missing; an interrupted run resumes)."""
-    shipped = default_model_path().with_name("MODEL_CARD.json")
-    if shipped.exists():
-        numbers = json.loads(shipped.read_text())
-        if numbers["seed"] == seed and numbers["chosen"] == KIND and numbers["profile"] == profile:
-            return numbers, Path(numbers["model"])
-    card = workdir / str(seed) / "MODEL_CARD.json"
+def shipped_card() -> dict | None:
+    """The shipped model's card numbers, or None where it has none."""
+    path = default_model_path().with_name("MODEL_CARD.json")
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def seed_run(kind: str, data: str, profile: str, seed: int, workdir: Path) -> tuple[dict, Path]:
+    """The card numbers and model path of ``kind`` trained with ``seed``: the shipped model's if it is this
+    recipe and seed, else the run under ``workdir`` (trained now if missing; an interrupted run resumes)."""
+    numbers = shipped_card()
+    if numbers is not None and numbers["seed"] == seed and numbers["chosen"] == kind and numbers["profile"] == profile:
+        return numbers, Path(numbers["model"])
+    card = workdir / kind / str(seed) / "MODEL_CARD.json"
     if not card.exists():
-        build_default_model(data, profile, card.with_name("model.pt"), seed=seed, candidates=[KIND],
+        build_default_model(data, profile, card.with_name("model.pt"), seed=seed, candidates=[kind],
                             command=f"benchmarks/default_model_seeds.py seed {seed}")
     numbers = json.loads(card.read_text())
     return numbers, Path(numbers["model"])
@@ -114,6 +115,9 @@ def print_table(results: dict[int, tuple[float, list[dict]]]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shipped = shipped_card()
+    parser.add_argument("--kind", default=shipped["chosen"] if shipped else "cnn-cls",
+                        help="the candidate whose recipe is trained with each seed (default: the shipped model's)")
     parser.add_argument("--data", default="data/robust.zarr")
     parser.add_argument("--profile", default="robust")
     parser.add_argument("--seeds", type=int, nargs="+", default=[888, 1212, 3000, 5000, 7000])
@@ -122,13 +126,15 @@ def main() -> None:
     parser.add_argument("--min-electrons", type=float, default=None,
                         help="score every seed with this many electrons per window (default: each model's own)")
     args = parser.parse_args()
+    if args.mean and args.kind in STACK_KINDS:
+        raise SystemExit(f"--mean averages models of position means; {args.kind} reads cell stacks: leave --mean out")
     workdir = Path(args.workdir)
-    runs = {seed: seed_run(args.data, args.profile, seed, workdir) for seed in args.seeds}
+    runs = {seed: seed_run(args.kind, args.data, args.profile, seed, workdir) for seed in args.seeds}
     choosing_ranges = robustness.RealisticRanges.for_profile(args.profile)
     sets = {"choosing": choosing_ranges, "test": robustness.test_ranges(args.profile)}
-    cards = {seed: next(c for c in numbers["candidates"] if c["kind"] == KIND) for seed, (numbers, _) in runs.items()}
+    cards = {seed: next(c for c in numbers["candidates"] if c["kind"] == args.kind) for seed, (numbers, _) in runs.items()}
     electrons = f"{args.min_electrons:.2g} e per window for every seed" if args.min_electrons else "each seed's own electrons per window"
-    print(f"{KIND} of profile {args.profile} on {args.data}, {electrons}; realistic scans: % of patterns right and "
+    print(f"{args.kind} of profile {args.profile} on {args.data}, {electrons}; realistic scans: % of patterns right and "
           "% of scans with the right majority, by scan step")
     chosen_seed = None
     for name, ranges in sets.items():
@@ -140,7 +146,8 @@ def main() -> None:
             if name == "choosing" and args.min_electrons is None:
                 rows[seed] = cards[seed]["scans"]  # what default-model scored
                 continue
-            rows[seed] = scored_scans(path, ranges, scans, workdir / str(seed) / f"{name}_scans.json", args.min_electrons)
+            rows[seed] = scored_scans(path, ranges, scans, workdir / args.kind / str(seed) / f"{name}_scans.json",
+                                      args.min_electrons)
         print(f"\n{name} scans (seed {ranges.seed}, disorder seeds {list(ranges.disorder_seeds)}"
               + ("; nothing is chosen on them):" if name == "test" else "):"))
         best = print_table({seed: (cards[seed]["holdout"]["accuracy"], r) for seed, r in rows.items()})
