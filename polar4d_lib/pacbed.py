@@ -115,7 +115,8 @@ def lattice_period_px(data: np.ndarray) -> float | None:
     """The lattice period of a scan in probe positions (mean over x and y), or None where no lattice
     shows: the first lag (≥ 2 positions, ≤ half the scan) at which the autocorrelation of
     :func:`dark_field_image` has a local maximum above ``MIN_LATTICE_CORRELATION`` and at least 80 % of
-    the highest such maximum (whole multiples of the period are maxima too)."""
+    the highest such maximum (whole multiples of the period are maxima too), refined to a fraction of a
+    position by the parabola through that maximum and its neighbours."""
     image = dark_field_image(data)
     if min(image.shape) < 4 or not np.ptp(image) > 0:
         return None
@@ -131,14 +132,28 @@ def lattice_period_px(data: np.ndarray) -> float | None:
         if not peaks:
             return None
         best = max(profile[lag] for lag in peaks)  # multiples of the period peak about as high: take the first
-        periods.append(float(next(lag for lag in peaks if profile[lag] >= 0.8 * best)))
+        lag = next(lag for lag in peaks if profile[lag] >= 0.8 * best)
+        periods.append(lag + _parabola_peak(profile, lag))
     return float(np.mean(periods))
+
+
+def _parabola_peak(profile: np.ndarray, lag: int) -> float:
+    """Where, relative to ``lag`` (in ±0.5), the parabola through the profile at lag − 1, lag, lag + 1
+    peaks: the period to a fraction of a position (a step rarely divides the cell); 0 at the profile's end
+    or where the three values do not curve down."""
+    if lag + 1 >= len(profile):
+        return 0.0
+    below, at, above = (float(v) for v in profile[lag - 1:lag + 2])
+    curvature = below - 2 * at + above
+    return float(np.clip(0.5 * (below - above) / curvature, -0.5, 0.5)) if curvature < 0 else 0.0
 
 
 def cell_stack(window: np.ndarray, period_px: float, bins: int = 4) -> np.ndarray:
     """The patterns of a scan window (Wx, Wy, Qx, Qy) folded into the unit cell: the mean of those whose
-    position lies in each of ``bins`` × ``bins`` equal parts of the cell (position i along an axis is in
-    part ⌊bins · ((i / ``period_px``) mod 1)⌋; the lattice period in positions, axes along the scan's),
+    position lies in each of ``bins`` × ``bins`` equal parts of the cell (position i along an axis, taken
+    at the middle of its step, is in part ⌊bins · (((i + ½) / ``period_px``) mod 1)⌋; the lattice period in
+    positions, axes along the scan's: at 4 or 8 positions per cell no position lies within a quarter step
+    of a part's edge, so a period read from the scan a little off folds the same),
     rolled so that the part with the most dark-field intensity (:func:`dark_field_image`) comes first —
     the same stack wherever the raster starts. Returns (bins², Qx, Qy) float32, parts x-major. A coarse
     scan's mean mixes these parts with weights set by where its raster sits; kept apart, they say it."""
@@ -150,7 +165,7 @@ def cell_stack(window: np.ndarray, period_px: float, bins: int = 4) -> np.ndarra
     if not (isinstance(period_px, (int, float, np.number)) and math.isfinite(period_px) and period_px >= bins):
         raise ValueError(f"the lattice period must be at least {bins} positions to fill {bins} parts per cell, "
                          f"got {period_px!r}; scan finer or use fewer bins")
-    part = [np.floor(bins * np.mod(np.arange(n) / float(period_px), 1.0) + 1e-9).astype(np.int64) % bins
+    part = [np.floor(bins * np.mod((np.arange(n) + 0.5) / float(period_px), 1.0)).astype(np.int64) % bins
             for n in window.shape[:2]]
     index = (part[0][:, None] * bins + part[1][None, :]).ravel()
     counts = np.bincount(index, minlength=bins * bins)
@@ -164,6 +179,24 @@ def cell_stack(window: np.ndarray, period_px: float, bins: int = 4) -> np.ndarra
     return np.roll(grid, (-ix, -iy), axis=(0, 1)).reshape(bins * bins, *window.shape[2:]).astype(np.float32)
 
 
+def resampled_raster(raster: np.ndarray, period_px: float, origin: Sequence[float], window: int) -> np.ndarray:
+    """The ``window`` × ``window`` patterns a scan at ``period_px`` positions per cell would record, starting
+    at ``origin`` (fractions of the cell along x and y), taken from the one-cell raster (n, n, Qx, Qy) of the
+    same probe: position i lies at origin + i / ``period_px`` of the cell, and each is the raster's pattern
+    nearest to it (the crystal is periodic, so the raster wraps). Emulates scans whose step does not divide
+    the cell (their parts of the cell hold unequal shares of positions at shifting offsets) from a raster
+    that does; the positions are off by at most half a raster step. (window, window, Qx, Qy)."""
+    raster = np.asarray(raster)
+    if raster.ndim != 4 or raster.shape[0] != raster.shape[1]:
+        raise ValueError(f"a cell raster is (n, n, Qx, Qy), got shape {raster.shape}")
+    window = _check_window(window)
+    if not (math.isfinite(period_px) and period_px > 0):
+        raise ValueError(f"the lattice period is a number of positions > 0, got {period_px!r}")
+    n = raster.shape[0]
+    nearest = [np.mod(np.rint(n * (float(o) + np.arange(window) / period_px)).astype(np.int64), n) for o in origin]
+    return raster[np.ix_(nearest[0], nearest[1])]
+
+
 def dose_per_pattern(data: np.ndarray) -> float | None:
     """Mean electrons per pattern of a scan (..., Qx, Qy) recorded in counts: the mean pattern sum. None
     where the patterns sum to at most 1 (fractions of the incident beam: a noise-free simulation)."""
@@ -174,13 +207,25 @@ def dose_per_pattern(data: np.ndarray) -> float | None:
 
 def window_px(
     window_A: float, scan_step_A: float | None = None, data: np.ndarray | None = None,
-    min_electrons: float | None = None, dose_e_per_pattern: float | None = None,
+    min_electrons: float | None = None, dose_e_per_pattern: float | None = None, whole_cell: bool = False,
 ) -> tuple[int, str]:
     """Probe positions per side of the averaging window for a scan, and how it was found: from the scan
     step (Å) when known, else from the lattice seen in ``data`` (one period ≈ one cell), else 1. With
     ``min_electrons``, a window of n × n positions that collects fewer electrons (at
-    ``dose_e_per_pattern``, else :func:`dose_per_pattern` of ``data``) grows to m·n × m·n, whole cells."""
-    n, note = _cell_window_px(window_A, scan_step_A, data)
+    ``dose_e_per_pattern``, else :func:`dose_per_pattern` of ``data``) grows to m × m cells. A cell of p
+    positions (p = ``window_A`` / step, or the lattice period) is round(p) positions, m cells m·round(p);
+    with ``whole_cell`` (a window folded into the parts of the cell, :func:`cell_stack`) they are the
+    fewest positions that cover them, ⌈m·p⌉, so that a step that does not divide the cell still reaches
+    every part of it."""
+    period, note = _cell_period_px(window_A, scan_step_A, data)
+    if period is None:
+        return 1, note
+
+    def cells(m: int) -> int:
+        return max(1, math.ceil(m * period - 1e-6)) if whole_cell else m * max(1, round(period))
+
+    n = cells(1)
+    note = f"{n} × {n} positions ({note})"
     if min_electrons is None or n == 1:
         return n, note
     dose = dose_e_per_pattern if dose_e_per_pattern is not None else (dose_per_pattern(data) if data is not None else None)
@@ -191,25 +236,25 @@ def window_px(
     m = max(1, math.ceil(math.sqrt(min_electrons / (dose * n * n)) - 1e-9))
     if m == 1:
         return n, note + f"; {dose * n * n:.2g} e per window at {dose:.2g} e/pattern"
-    return m * n, (f"{m * n} × {m * n} positions ({m} × {m} cells: at {dose:.2g} e/pattern one cell collects "
-                   f"{dose * n * n:.2g} e, the model needs ≥ {min_electrons:.2g} e per window)")
+    return cells(m), (f"{cells(m)} × {cells(m)} positions ({m} × {m} cells: at {dose:.2g} e/pattern one cell "
+                      f"collects {dose * n * n:.2g} e, the model needs ≥ {min_electrons:.2g} e per window)")
 
 
-def _cell_window_px(window_A: float, scan_step_A: float | None, data: np.ndarray | None) -> tuple[int, str]:
+def _cell_period_px(window_A: float, scan_step_A: float | None, data: np.ndarray | None) -> tuple[float | None, str]:
+    """One cell's period in probe positions and how it was found (``window_A`` over the step, else the
+    lattice of ``data``), or None and why not."""
     if not (isinstance(window_A, (int, float)) and math.isfinite(window_A) and window_A > 0):
         raise ValueError(f"the averaging window is a length in Å > 0, got {window_A!r}")
     if scan_step_A is not None:
         if not (math.isfinite(scan_step_A) and scan_step_A > 0):
             raise ValueError(f"scan step must be a length in Å > 0, got {scan_step_A!r}; pass --scan-step-A")
-        n = max(1, round(window_A / scan_step_A))
-        return n, f"{n} × {n} positions ({window_A:g} Å at a {scan_step_A:g} Å step)"
+        return window_A / scan_step_A, f"{window_A:g} Å at a {scan_step_A:g} Å step"
     if data is not None:
         period = lattice_period_px(data)
         if period is not None:
-            n = max(1, round(period))
-            return n, f"{n} × {n} positions (scan step unknown; one lattice period of the scan, {period:.1f} positions)"
-    return 1, ("single patterns (scan step unknown and no lattice seen in the scan): pass --scan-step-A "
-               "for position averaging")
+            return period, f"scan step unknown; one lattice period of the scan, {period:.1f} positions"
+    return None, ("single patterns (scan step unknown and no lattice seen in the scan): pass --scan-step-A "
+                  "for position averaging")
 
 
 def _group_members(groups: np.ndarray, n: int) -> tuple[np.ndarray, list[np.ndarray]]:

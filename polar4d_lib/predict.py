@@ -40,7 +40,8 @@ def averaging_window(
 ) -> tuple[int, str]:
     """Probe positions per side over which ``model`` wants the patterns of ``scan`` averaged, and why:
     ``window_px`` if given, 1 for a single-pattern model, else :func:`pacbed.window_px` (one cell, grown
-    to the electrons the model needs at the scan's dose: ``dose_e_per_pattern``, else its counts)."""
+    to the electrons the model needs at the scan's dose: ``dose_e_per_pattern``, else its counts; for a
+    stack model the fewest positions that cover its cells, so that every part of the cell is reached)."""
     if window_px is not None:
         n = pacbed._check_window(window_px)
         return n, f"{n} × {n} positions (given)"
@@ -48,7 +49,14 @@ def averaging_window(
     if window_A is None:
         return 1, "single patterns (the model was trained on single patterns)"
     return pacbed.window_px(window_A, scan.scan_step_A, scan.data,
-                            getattr(model.preprocessor, "average_min_electrons", None), dose_e_per_pattern)
+                            getattr(model.preprocessor, "average_min_electrons", None), dose_e_per_pattern,
+                            whole_cell=is_stack_model(model))
+
+
+#: How far (positions) a lattice period read from a scan may fall below a stack model's parts per cell
+#: and still be taken as that many: the period is read to about ±0.1 position (a parabola through the
+#: autocorrelation's peak), so a scan at a/4 can read as 3.95.
+LATTICE_PERIOD_TOLERANCE_PX = 0.25
 
 
 def is_stack_model(model: Any) -> bool:
@@ -71,6 +79,8 @@ def cell_period_px(model: Any, scan: Scan) -> tuple[float, str]:
             raise ValueError(f"the {model.kind} model folds each window into the unit cell, but the scan step is "
                              "unknown and no lattice shows in the scan; pass --scan-step-A")
         how = "the lattice period seen in the scan (scan step unknown)"
+        if model.bins - LATTICE_PERIOD_TOLERANCE_PX <= period < model.bins:  # a/4 read as 3.98: it is a/4
+            period, how = float(model.bins), how + f", {period:.2f} positions taken as {model.bins}"
     if period < model.bins:
         raise ValueError(f"the scan has {period:.2f} probe positions per unit cell ({how}); the {model.kind} model "
                          f"folds a cell into {model.bins} × {model.bins} parts and needs at least {model.bins}: "

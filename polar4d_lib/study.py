@@ -59,7 +59,11 @@ class TrainSettings:
     #: (:func:`cell_stack_parts`): ``bins`` parts per cell side, ``strides`` the raster strides a stack is
     #: folded from (1: the whole a/8 raster, 2: every other position, what a scan at a/4 records),
     #: ``electrons`` [low, high] per recorded stack (log-uniform, on random detectors of the profile's
-    #: ``realistic`` ranges), ``window_A`` and ``min_electrons`` as for ``averages``. None: no stacks.
+    #: ``realistic`` ranges), ``window_A`` and ``min_electrons`` as for ``averages``,
+    #: ``off_grid_per_raster`` further stacks per raster of scans at a random period in
+    #: ``off_grid_periods`` [low, high] positions per cell (steps that do not divide the cell,
+    #: :func:`polar4d_lib.pacbed.resampled_raster`; default none), ``half_cell`` (default true) the
+    #: two-site reading of :mod:`polar4d_lib.models.stack`. None: no stacks.
     cell_stacks: dict[str, Any] | None = None
 
     def augmentation_config(self) -> AugmentationConfig | None:
@@ -94,8 +98,8 @@ class TrainSettings:
             values["averages"] = averages
         if values.get("cell_stacks") is not None:
             stacks = dict(values["cell_stacks"])
-            config.check_known_keys(stacks, {"bins", "strides", "electrons", "window_A", "min_electrons", "half_cell"},
-                                     "cell_stacks setting", KeyError)
+            config.check_known_keys(stacks, {"bins", "strides", "electrons", "window_A", "min_electrons", "half_cell",
+                                             "off_grid_periods", "off_grid_per_raster"}, "cell_stacks setting", KeyError)
             values["cell_stacks"] = stacks
         return cls(**values)
 
@@ -246,7 +250,10 @@ def cell_stack_parts(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None, tuple[np.ndarray, np.ndarray]]:
     """(stacks, labels) for training, validation (None if the split has none) and test of a stack model
     (``settings.cell_stacks``): every probe setting's cell raster of a ``cell_grid`` dataset folded by
-    :func:`pacbed.cell_stack` into bins × bins parts, once per origin of each stride. Training and
+    :func:`pacbed.cell_stack` into bins × bins parts, once per origin of each stride; training and
+    validation also get ``off_grid_per_raster`` stacks of each raster as scans at a random period in
+    ``off_grid_periods`` would record it from a random origin (:func:`pacbed.resampled_raster`), over one
+    or two cells, with the window ``polar4d predict`` takes (the fewest positions that cover them). Training and
     validation stacks are recorded on random detectors of ``profile``'s realistic ranges
     (:func:`polar4d_lib.robustness.record_on_detectors`, every 16 stacks sharing one, the stack holding a
     log-uniform number of electrons in ``electrons``) at the model's sampling and size, and registered again
@@ -274,6 +281,11 @@ def cell_stack_parts(
     ranges = robustness.RealisticRanges.for_profile(profile)
     largest = max(strides)
     parts = bins * bins
+    off_grid = int(cs.get("off_grid_per_raster", 0))
+    periods = tuple(float(p) for p in cs.get("off_grid_periods", (bins, side)))
+    if off_grid < 0 or len(periods) != 2 or not bins <= periods[0] <= periods[1]:
+        raise ValueError(f"cell_stacks.off_grid_per_raster is a count ≥ 0 and off_grid_periods [low, high] positions "
+                         f"per cell with {bins} ≤ low ≤ high (the model's parts), got {off_grid!r}, {list(periods)}")
 
     def record(ideal: np.ndarray, record_seed: int) -> np.ndarray:
         recorded = robustness.record_on_detectors(
@@ -302,6 +314,15 @@ def cell_stack_parts(
                             on = on[np.lexsort((raster[members[on], 1], raster[members[on], 0]))]
                             stack = pacbed.cell_stack(block[on].reshape(n, n, *block.shape[1:]), n, bins)
                             ideal.append((stack, labels[members[on[0]]], copies))
+                if record_seed is not None and off_grid:
+                    on = local[np.lexsort((raster[members[local], 1], raster[members[local], 0]))]
+                    cell = block[on].reshape(side, side, *block.shape[1:])
+                    rng = np.random.default_rng([record_seed, int(g), 3])
+                    for _ in range(off_grid):
+                        period, cells = float(rng.uniform(*periods)), int(rng.integers(1, 3))
+                        window = math.ceil(cells * period - 1e-6)
+                        scan = pacbed.resampled_raster(cell, period, rng.uniform(0, 1, 2), window)
+                        ideal.append((pacbed.cell_stack(scan, period, bins), labels[members[on[0]]], 1))
             # copies apart, so that each lands on another detector
             ideal = [(s, k) for c in range(largest ** 2) for s, k, copies in ideal if copies > c]
             stacks = np.stack([s for s, _ in ideal])

@@ -12,14 +12,16 @@ from polar4d_lib.models import load_model
 from polar4d_lib.predict import predict_scan
 
 
-def lattice_scan(rx: int, ry: int, period: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+def lattice_scan(rx: int, ry: int, period: float, noise: float = 0.0, seed: int = 0, origin: float = 0.0) -> np.ndarray:
     """A scan whose patterns are a bright disk and a dark ring; the ring's intensity is high on the
-    'atomic columns' of a square lattice of ``period`` positions (rx, ry, 16, 16)."""
+    'atomic columns' of a square lattice of ``period`` positions (any real number: a step need not divide
+    the cell), the first at ``origin`` (rx, ry, 16, 16)."""
     q = np.arange(16) - 8
     r = np.hypot(q[:, None], q[None, :])
     disk, ring = (r <= 3).astype(float), ((r > 4) & (r <= 7)).astype(float)
-    x, y = np.meshgrid(np.arange(rx), np.arange(ry), indexing="ij")
-    column = np.exp(-(((x % period) ** 2 + (y % period) ** 2) / 1.0))
+    x, y = np.meshgrid(np.arange(rx) - origin, np.arange(ry) - origin, indexing="ij")
+    dx, dy = (period * (np.mod(c / period + 0.5, 1.0) - 0.5) for c in (x, y))  # to the nearest column
+    column = np.exp(-((dx ** 2 + dy ** 2) / 1.0))
     data = disk + 0.01 * ring * (1 + 4 * column)[:, :, None, None]
     if noise:
         data = data + noise * np.random.default_rng(seed).standard_normal(data.shape)
@@ -62,9 +64,12 @@ def test_average_scan_keeps_total_intensity_of_a_uniform_scan_and_refuses_bad_in
         pacbed.average_scan(data, 0)
 
 
-@pytest.mark.parametrize("period", [3, 4, 7])
-def test_lattice_period_is_found_in_a_noisy_scan(period):
-    assert pacbed.lattice_period_px(lattice_scan(32, 28, period, noise=0.002)) == pytest.approx(period)
+@pytest.mark.parametrize("period", [3, 4, 4.39, 5.27, 6.58, 7, 9.88])
+def test_lattice_period_is_found_in_a_noisy_scan_to_a_fraction_of_a_position(period):
+    # steps of 0.9, 0.75, 0.6 and 0.4 Å give cells of 4.39, 5.27, 6.58 and 9.88 positions
+    found = pacbed.lattice_period_px(lattice_scan(32, 28, period, noise=0.002, origin=0.37))
+    assert found == pytest.approx(period, abs=0.1)
+    assert abs(found - period) < abs(round(period) - period) or round(period) == period  # better than whole lags
 
 
 def test_no_lattice_in_noise_or_a_flat_scan():
@@ -76,6 +81,9 @@ def test_no_lattice_in_noise_or_a_flat_scan():
 
 def test_window_from_step_then_lattice_then_single_patterns():
     assert pacbed.window_px(3.95, 0.4)[0] == 10
+    # a window folded into the cell covers it whole: 0.9 Å steps give 4.39 positions per cell, so 5, not 4
+    assert pacbed.window_px(3.95, 0.9)[0] == 4 and pacbed.window_px(3.95, 0.9, whole_cell=True)[0] == 5
+    assert pacbed.window_px(3.95, 0.49375, whole_cell=True)[0] == 8  # a step that divides the cell: unchanged
     assert pacbed.window_px(3.95, 5.0)[0] == 1
     n, how = pacbed.window_px(3.95, None, lattice_scan(32, 32, 5))
     assert n == 5 and "lattice" in how
@@ -83,6 +91,41 @@ def test_window_from_step_then_lattice_then_single_patterns():
     assert n == 1 and "--scan-step-A" in how
     with pytest.raises(ValueError, match="scan step"):
         pacbed.window_px(3.95, -1.0)
+
+
+def test_a_fold_does_not_change_with_a_period_read_a_little_off():
+    """Positions are folded at the middle of their step, so at 4 and 8 positions per cell none lies near a
+    part's edge: a lattice period read as 4.06 or 7.95 (about what the scan gives) folds like the exact one
+    (predict takes a period read just below the parts as the parts, which cell_stack needs at least)."""
+    rng = np.random.default_rng(11)
+    for n, periods in ((4, (4.0, 4.03, 4.06)), (8, (8.0, 7.95, 8.05))):
+        window = rng.random((n, n, 5, 5)).astype(np.float32)
+        folds = [pacbed.cell_stack(window, p, 4) for p in periods]
+        for fold in folds[1:]:
+            np.testing.assert_array_equal(fold, folds[0])
+
+
+def test_a_resampled_raster_is_the_scan_at_another_step():
+    rng = np.random.default_rng(7)
+    cell = rng.random((8, 8, 3, 3)).astype(np.float32)  # one cell at a/8
+    np.testing.assert_array_equal(pacbed.resampled_raster(cell, 8.0, (0.0, 0.0), 8), cell)
+    # a/4 from the second position: every other position, the sub-raster a scan at twice the step records
+    np.testing.assert_array_equal(pacbed.resampled_raster(cell, 4.0, (1 / 8, 0.0), 4), cell[1::2, 0::2])
+    # two cells wrap around the periodic raster
+    np.testing.assert_array_equal(pacbed.resampled_raster(cell, 4.0, (0.0, 0.0), 8), np.tile(cell[::2, ::2], (2, 2, 1, 1)))
+    # 0.75 Å: 5.27 positions per cell; position i at (0.3 + i / 5.27) of the cell, nearest of 8
+    out = pacbed.resampled_raster(cell, 3.95 / 0.75, (0.3, 0.6), 6)
+    nearest = lambda o: np.mod(np.rint(8 * (o + np.arange(6) * 0.75 / 3.95)), 8).astype(int)  # noqa: E731
+    assert out.shape == (6, 6, 3, 3)
+    np.testing.assert_array_equal(out, cell[nearest(0.3)][:, nearest(0.6)])
+    # the window predict takes (the fewest positions that cover a cell) reaches every part of it
+    for period in rng.uniform(4.0, 10.0, 20):
+        window = int(np.ceil(period))
+        assert pacbed.cell_stack(pacbed.resampled_raster(cell, period, rng.uniform(0, 1, 2), window), period, 4).shape == (16, 3, 3)
+    with pytest.raises(ValueError, match="a cell raster is"):
+        pacbed.resampled_raster(cell[:, :4], 5.0, (0, 0), 5)
+    with pytest.raises(ValueError, match="period"):
+        pacbed.resampled_raster(cell, 0.0, (0, 0), 5)
 
 
 def test_dose_is_the_mean_count_and_none_for_fractions_of_the_beam():
@@ -116,6 +159,10 @@ def test_window_grows_by_whole_cells_until_it_holds_the_electrons():
     assert n == 8 and "noise-free" in how
     with pytest.raises(ValueError, match="--dose-e-per-pattern"):
         pacbed.window_px(3.95, 0.49375, min_electrons=5e5, dose_e_per_pattern=-1.0)
+    # whole cells of a step that does not divide the cell: 3 cells of 4.39 positions are 13.2, so 14
+    n, how = pacbed.window_px(3.95, 0.9, min_electrons=5e5, dose_e_per_pattern=4e3, whole_cell=True)
+    assert n == 14 and "3 × 3 cells" in how  # one cell of 5 × 5 positions collects 1e5 e: 4e5 in 2 × 2 < 5e5
+    assert pacbed.window_px(3.95, 0.9, min_electrons=5e5, dose_e_per_pattern=4e3)[0] == 12  # 3 × round(4.39)
 
 
 def test_group_averages_mix_only_one_group():

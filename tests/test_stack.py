@@ -118,6 +118,28 @@ def test_stack_d4_with_half_cell_draws_among_16_images():
     assert seen == set(range(16))
 
 
+def test_off_grid_training_stacks_are_added_per_training_raster_with_their_class(grid_dataset):
+    ds = open_dataset(grid_dataset)
+    split = study.make_split(ds, "blocked", 888)
+    plain = study.TrainSettings.for_profile("robust", SMALL, stage="stack_model")
+    extra = {**SMALL, "cell_stacks": {**SMALL["cell_stacks"], "off_grid_per_raster": 3, "off_grid_periods": [4.0, 6.5]}}
+    settings = study.TrainSettings.for_profile("robust", extra, stage="stack_model")
+    (x0, y0), _, (t0, u0) = study.cell_stack_parts(ds, split, plain, "robust", 888)
+    (x1, y1), _, (t1, u1) = study.cell_stack_parts(ds, split, settings, "robust", 888)
+    groups = study.position_groups(ds)
+    rasters = {g: int(ds["label"][np.flatnonzero(groups == g)[0]]) for g in np.unique(groups[split.train])}
+    per_class = np.bincount(list(rasters.values()), minlength=conventions.N_CLASSES)
+    assert x1.shape[1:] == x0.shape[1:] and len(x1) == len(x0) + 3 * len(rasters)
+    np.testing.assert_array_equal(np.bincount(y1, minlength=8), np.bincount(y0, minlength=8) + 3 * per_class)
+    np.testing.assert_array_equal(t1, t0)  # the holdout stays the exact rasters' folds
+    np.testing.assert_array_equal(u1, u0)
+    again = study.cell_stack_parts(ds, split, settings, "robust", 888)[0][0]
+    np.testing.assert_array_equal(again, x1)  # seeded
+    bad = {**SMALL, "cell_stacks": {**SMALL["cell_stacks"], "off_grid_per_raster": 1, "off_grid_periods": [3.0, 6.0]}}
+    with pytest.raises(ValueError, match="off_grid_periods"):
+        study.cell_stack_parts(ds, split, study.TrainSettings.for_profile("robust", bad, stage="stack_model"), "robust", 888)
+
+
 def test_only_the_custom_cnn_takes_several_channels():
     net = build_network("cnn", None, "cls", size=16, channels=16)
     assert net(torch.zeros(2, 16, 16, 16)).shape == (2, 8)
@@ -182,11 +204,27 @@ def test_predict_folds_each_window_of_a_scan_at_the_lattice_period(trained, grid
     for step in (3.95 / 4, None):  # the step given, or the lattice period read from the scan
         prediction = predict_scan(model, Scan(periodic * 1e6, q_sampling_mrad=sampling, scan_step_A=step))
         assert prediction.class_map.shape == (12, 12) and prediction.probabilities.shape == (12, 12, 8)
-        assert prediction.metadata["cell_period_px"] == pytest.approx(4.0)
+        assert prediction.metadata["cell_period_px"] == pytest.approx(4.0, abs=0.1)  # read to ±0.1 without a step
         assert prediction.metadata["coarse_step_warning"] is None
         expected = model.predict_proba(pacbed.cell_stack(cell, 4)[None], sampling)[0]
         np.testing.assert_allclose(prediction.probabilities.reshape(-1, 8), np.broadcast_to(expected, (144, 8)),
                                    atol=1e-5)
+
+
+def test_predict_folds_a_scan_whose_step_does_not_divide_the_cell(trained, grid_dataset):
+    """At 0.9 Å a cell is 4.39 positions: a window of round(4.39) = 4 positions misses the cell's last
+    part, so the stack model's window is the 5 positions that cover it, at every dose."""
+    model, _ = trained
+    cell = _rasters(grid_dataset)[0][0]
+    sampling = float(open_dataset(grid_dataset).attrs["q_sampling_mrad"])
+    scan = Scan(np.tile(cell, (3, 3, 1, 1)), q_sampling_mrad=sampling, scan_step_A=0.9)
+    # the model asks 2e6 e of a window: at 1e4 e/pattern a cell of 5 × 5 positions holds 2.5e5, so 3 × 3
+    # cells of 4.39 positions, which 14 cover
+    for dose, window in ((1e6, 5), (1e4, 14)):
+        prediction = predict_scan(model, scan, dose_e_per_pattern=dose)
+        assert prediction.metadata["average_window_px"] == window
+        assert prediction.metadata["cell_period_px"] == pytest.approx(3.95 / 0.9)
+        assert prediction.probabilities.shape == (12, 12, 8) and np.all(np.isfinite(prediction.probabilities))
 
 
 def test_predict_with_a_stack_model_refuses_scans_it_cannot_fold(trained, grid_dataset):
@@ -199,6 +237,22 @@ def test_predict_with_a_stack_model_refuses_scans_it_cannot_fold(trained, grid_d
     noise = np.random.default_rng(0).poisson(5.0, (12, 12, 16, 16)).astype(np.float32)
     with pytest.raises(ValueError, match="no lattice shows in the scan; pass --scan-step-A"):
         predict_scan(model, Scan(noise, q_sampling_mrad=1.5))
+
+
+def test_a_lattice_period_read_just_below_the_parts_is_taken_as_them(trained, grid_dataset, monkeypatch):
+    """The period read from a scan is known to about ±0.1 position: an a/4 scan read as 3.9 is folded at 4;
+    one read as 3.7 (a coarser step) is refused like a given step of that size."""
+    from polar4d_lib import predict
+
+    model, _ = trained
+    scan = Scan(np.tile(_rasters(grid_dataset)[0][0] * 1e6, (3, 3, 1, 1)), q_sampling_mrad=1.5)
+    monkeypatch.setattr(pacbed, "lattice_period_px", lambda data: 3.9)
+    period, how = predict.cell_period_px(model, scan)
+    assert period == 4.0 and "3.90 positions taken as 4" in how
+    assert predict_scan(model, scan).metadata["cell_period_px"] == 4.0
+    monkeypatch.setattr(pacbed, "lattice_period_px", lambda data: 3.7)
+    with pytest.raises(ValueError, match="3.70 probe positions per unit cell .* needs at least 4"):
+        predict.cell_period_px(model, scan)
 
 
 def test_stack_training_needs_its_recipe_and_cell_rasters(grid_dataset, smoke_dataset):
