@@ -62,7 +62,7 @@ def build_default_model(
     wins, its model file and test scores are kept too; the card records both commands."""
     _check_profile(profile)
     out = Path(out)
-    card = Path(card) if card is not None else out.with_name("MODEL_CARD.md")
+    card = _card_path(card, out)
     candidates = candidates_for(profile) if candidates is None else tuple(candidates)
     earlier = _earlier_card(card, profile, seed, data) if add else None
     unknown = [k for k in candidates if k not in models.KNOWN_KINDS]
@@ -82,9 +82,9 @@ def build_default_model(
         checkpoint = out.with_name(f"{out.name}.{kind}.checkpoint") if kind in models.NEURAL_KINDS else None
         model, holdout = study.train_and_evaluate(kind, data, profile, seed, "blocked", checkpoint_path=checkpoint,
                                                   stage=training_stage(kind))
-        if checkpoint is not None and checkpoint.exists():  # finished: the checkpoint only served resuming
-            checkpoint.unlink()
         rows, window_choice = choose_min_electrons(model, scans, grid)
+        if checkpoint is not None and checkpoint.exists():  # scored: the checkpoint only served resuming
+            checkpoint.unlink()
         result = {"kind": kind, "holdout": holdout, "realistic": robustness.summary(rows), "scans": rows,
                   "min_electrons": getattr(model.preprocessor, "average_min_electrons", None),
                   "window_choice": window_choice, "seconds": round(time.perf_counter() - start, 1)}
@@ -166,7 +166,7 @@ def retest_default_model(
     the model's ``realistic_test`` metadata; nothing is trained or chosen. For when the test draw changes."""
     _check_profile(profile)
     out = Path(out)
-    card = Path(card) if card is not None else out.with_name("MODEL_CARD.md")
+    card = _card_path(card, out)
     if not out.exists() or not card.with_suffix(".json").exists():
         raise FileNotFoundError(f"{out} or {card.with_suffix('.json')} missing: --retest scores a model built by "
                                 "polar4d default-model again; build it first (without --retest)")
@@ -183,6 +183,18 @@ def retest_default_model(
     model.save(out)
     _write_card(numbers, card)
     return model, numbers
+
+
+def _card_path(card: str | os.PathLike | None, out: Path) -> Path:
+    """The Markdown card's path: ``card``, or MODEL_CARD.md beside ``out``. Its numbers go beside it as
+    .json, so a ``card`` ending in .json (which would be overwritten by the Markdown) is refused."""
+    if card is None:
+        return out.with_name("MODEL_CARD.md")
+    card = Path(card)
+    if card.suffix.lower() == ".json":
+        raise ValueError(f"--card {card} names the card's numbers: pass the Markdown card, "
+                         f"{card.with_suffix('.md')} (its numbers are read from and written beside it as .json)")
+    return card
 
 
 def _write_card(numbers: dict[str, Any], card: Path) -> None:

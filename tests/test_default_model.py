@@ -5,6 +5,7 @@ uses the result, and the shipped model in data/ is what its card says."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -128,6 +129,12 @@ def test_retest_scores_a_built_model_on_a_new_test_draw_and_changes_nothing_else
     assert after.metadata["realistic_test"] == test["realistic"] != before.metadata["realistic_test"]
     for key, value in before._state().items():  # the same weights
         np.testing.assert_array_equal(after._state()[key], value)
+    # a card named by its .json (which the Markdown would overwrite) is refused without touching it
+    card_numbers = (tmp_path / "MODEL_CARD.json").read_bytes()
+    assert cli.main(["default-model", "--profile", "smoke", "--out", str(out), "--card", str(tmp_path / "MODEL_CARD.json"),
+                     "--retest"]) == 2
+    assert "pass the Markdown card" in capsys.readouterr().err
+    assert (tmp_path / "MODEL_CARD.json").read_bytes() == card_numbers
     # a card of another profile, and a model with no card, are refused without touching anything
     assert cli.main(["default-model", "--profile", "robust", "--out", str(out), "--retest"]) == 2
     assert "is for a" in capsys.readouterr().err and load_model(out).metadata == after.metadata
@@ -194,7 +201,10 @@ def test_the_retrained_model_predicts_a_realistic_scan_through_the_cli(retrained
     out, err = capsys.readouterr()
     assert code == 0, out + err
     # the smoke scans step a/2 = 1.98 Å: coarser than λ/(2α) = 0.52 Å, which predict says on one line
-    assert "warning: scan step 1.98 Å (one cell of 3.95 Å over the lattice period" in err
+    # (the period is read to a fraction of a position, so the step to about ±0.02 Å)
+    step = re.search(r"warning: scan step ([0-9.]+) Å \(one cell of 3\.95 Å over the lattice period", err)
+    assert step is not None, err
+    assert float(step.group(1)) == pytest.approx(3.95 / 2, abs=0.02)
     # a 4 × 4-position scan cannot hold the electrons the model asks of a window, which predict says too
     lines = err.splitlines()
     assert len(lines) == 2 and "fewer than the" in lines[1] and "every position gets the one mean of the whole scan" in lines[1]
@@ -246,7 +256,8 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):
     shipped = load_model(cli.default_model_path())
     # one cell of 3.95 Å: 4 positions at 0.9875 Å, times whole cells until the window holds the electrons
     # the model asks for at this scan's dose (at most the scan), folded at a period of 4 positions
-    n, _ = pacbed.window_px(3.95, 0.9875, item.scan.data, shipped.preprocessor.average_min_electrons)
+    n, _ = pacbed.window_px(3.95, 0.9875, item.scan.data, shipped.preprocessor.average_min_electrons,
+                            whole_cell=shipped.kind in STACK_KINDS)
     assert n % 4 == 0 and f"{n} × {n} positions" in out
     metadata = io.read_predictions(tmp_path / "pred.npz")["metadata"]
     assert metadata["model_kind"] == shipped.kind
