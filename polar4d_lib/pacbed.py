@@ -205,9 +205,17 @@ def dose_per_pattern(data: np.ndarray) -> float | None:
     return None if mean <= 1.0 + 1e-6 else mean
 
 
+def covering_px(period_px: float, cells: int = 1) -> int:
+    """The fewest probe positions along an axis that cover ``cells`` unit cells of ``period_px`` positions
+    each, ⌈cells · period⌉ (at least 1): a window that reaches every part of the cell even where the step
+    does not divide it."""
+    return max(1, math.ceil(cells * period_px - 1e-6))
+
+
 def window_px(
     window_A: float, scan_step_A: float | None = None, data: np.ndarray | None = None,
     min_electrons: float | None = None, dose_e_per_pattern: float | None = None, whole_cell: bool = False,
+    period: tuple[float, str] | None = None,
 ) -> tuple[int, str]:
     """Probe positions per side of the averaging window for a scan, and how it was found: from the scan
     step (Å) when known, else from the lattice seen in ``data`` (one period ≈ one cell), else 1. With
@@ -215,14 +223,15 @@ def window_px(
     ``dose_e_per_pattern``, else :func:`dose_per_pattern` of ``data``) grows to m × m cells. A cell of p
     positions (p = ``window_A`` / step, or the lattice period) is round(p) positions, m cells m·round(p);
     with ``whole_cell`` (a window folded into the parts of the cell, :func:`cell_stack`) they are the
-    fewest positions that cover them, ⌈m·p⌉, so that a step that does not divide the cell still reaches
-    every part of it."""
-    period, note = _cell_period_px(window_A, scan_step_A, data)
+    fewest positions that cover them (:func:`covering_px`), so that a step that does not divide the cell
+    still reaches every part of it. ``period``: the cell's period in positions and how it was found, where
+    the caller has it already (then neither the step nor ``data``'s lattice is read for it)."""
+    period, note = period if period is not None else _cell_period_px(window_A, scan_step_A, data)
     if period is None:
         return 1, note
 
     def cells(m: int) -> int:
-        return max(1, math.ceil(m * period - 1e-6)) if whole_cell else m * max(1, round(period))
+        return covering_px(period, m) if whole_cell else m * max(1, round(period))
 
     n = cells(1)
     note = f"{n} × {n} positions ({note})"

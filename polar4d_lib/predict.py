@@ -36,21 +36,26 @@ class Prediction:
 
 
 def averaging_window(
-    model: Any, scan: Scan, window_px: int | None = None, dose_e_per_pattern: float | None = None
+    model: Any, scan: Scan, window_px: int | None = None, dose_e_per_pattern: float | None = None,
+    period: tuple[float, str] | None = None,
 ) -> tuple[int, str]:
     """Probe positions per side over which ``model`` wants the patterns of ``scan`` averaged, and why:
     ``window_px`` if given, 1 for a single-pattern model, else :func:`pacbed.window_px` (one cell, grown
     to the electrons the model needs at the scan's dose: ``dose_e_per_pattern``, else its counts; for a
-    stack model the fewest positions that cover its cells, so that every part of the cell is reached)."""
+    stack model the fewest positions that cover its cells, so that every part of the cell is reached, of
+    the period it folds at: ``period`` as :func:`cell_period_px` gives it, which it calls where None)."""
     if window_px is not None:
         n = pacbed._check_window(window_px)
         return n, f"{n} × {n} positions (given)"
     window_A = getattr(model.preprocessor, "average_window_A", None)
     if window_A is None:
         return 1, "single patterns (the model was trained on single patterns)"
+    stack = is_stack_model(model)
+    if stack and period is None:
+        period = cell_period_px(model, scan)
     return pacbed.window_px(window_A, scan.scan_step_A, scan.data,
                             getattr(model.preprocessor, "average_min_electrons", None), dose_e_per_pattern,
-                            whole_cell=is_stack_model(model))
+                            whole_cell=stack, period=period)
 
 
 #: How far (positions) a lattice period read from a scan may fall below a stack model's parts per cell
@@ -195,10 +200,11 @@ def predict_scan(
     if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
         raise ValueError(f"--abstain-below must be a probability in [0, 1], got {abstain_below}")
     rx, ry, qx, qy = scan.data.shape
-    window, window_note = averaging_window(model, scan, window_px, dose_e_per_pattern)
+    cell = cell_period_px(model, scan) if is_stack_model(model) else None
+    window, window_note = averaging_window(model, scan, window_px, dose_e_per_pattern, cell)
     period = None
-    if is_stack_model(model):
-        period, how = cell_period_px(model, scan)
+    if cell is not None:
+        period, how = cell
         window_note += f"; folded into {model.bins} × {model.bins} parts of a cell of {period:.2f} positions ({how})"
         patterns = _in_scan_frame(scan.data.reshape(rx * ry, qx, qy), scan)
         proba = stack_probabilities(model, patterns.reshape(rx, ry, qx, qy), sampling, window, period).reshape(rx * ry, -1)

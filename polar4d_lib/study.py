@@ -320,8 +320,7 @@ def cell_stack_parts(
                     rng = np.random.default_rng([record_seed, int(g), 3])
                     for _ in range(off_grid):
                         period, cells = float(rng.uniform(*periods)), int(rng.integers(1, 3))
-                        window = math.ceil(cells * period - 1e-6)
-                        scan = pacbed.resampled_raster(cell, period, rng.uniform(0, 1, 2), window)
+                        scan = pacbed.resampled_raster(cell, period, rng.uniform(0, 1, 2), pacbed.covering_px(period, cells))
                         ideal.append((pacbed.cell_stack(scan, period, bins), labels[members[on[0]]], 1))
             # copies apart, so that each lands on another detector
             ideal = [(s, k) for c in range(largest ** 2) for s, k, copies in ideal if copies > c]
