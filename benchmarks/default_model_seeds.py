@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polar4d_lib import robustness, study
+from polar4d_lib import realistic, study
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.default_model import build_default_model
 from polar4d_lib.models import STACK_KINDS, load_model
@@ -74,7 +74,7 @@ def row(name: str, holdout: float | None, by_step: dict, overall: float) -> str:
     return " | ".join(cells)
 
 
-def scored_scans(path: Path, ranges: robustness.RealisticRanges, scans: list, cache: Path,
+def scored_scans(path: Path, ranges: realistic.RealisticRanges, scans: list, cache: Path,
                  min_electrons: float | None) -> list[dict]:
     """The model at ``path`` scored on the scans of ``ranges`` (``scans`` is filled once and shared), with
     ``min_electrons`` per window if given; cached at ``cache`` under the ranges, model and electrons."""
@@ -86,8 +86,8 @@ def scored_scans(path: Path, ranges: robustness.RealisticRanges, scans: list, ca
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         return json.loads(cache.read_text())["rows"]
     if not scans:
-        scans.extend(robustness.realistic_scans(ranges))
-    rows = robustness.score_scans(model, scans)
+        scans.extend(realistic.realistic_scans(ranges))
+    rows = realistic.score_scans(model, scans)
     cache.parent.mkdir(parents=True, exist_ok=True)
     study.write_json({"key": key, "rows": rows}, cache)
     return rows
@@ -99,11 +99,11 @@ def print_table(results: dict[int, tuple[float, list[dict]]]) -> int:
     steps = None
     table = []
     for seed, (holdout, rows) in results.items():
-        by_step = robustness.summary_by_step(rows)
+        by_step = realistic.summary_by_step(rows)
         steps = steps or list(by_step)
         if list(by_step) != steps:
             raise SystemExit(f"seed {seed} was judged on other scan steps ({list(by_step)} vs {steps}); rerun it")
-        table.append((seed, holdout, robustness.summary(rows)["mean_share_correct"], by_step))
+        table.append((seed, holdout, realistic.summary(rows)["mean_share_correct"], by_step))
     print(f"{'seed':>12} | {'holdout':>6} | {'all':>5} | " + " | ".join(f"{s:.3f} Å: right  maj" for s in steps))
     for seed, holdout, overall, by_step in table:
         print(row(str(seed), holdout, by_step, overall))
@@ -130,8 +130,8 @@ def main() -> None:
         raise SystemExit(f"--mean averages models of position means; {args.kind} reads cell stacks: leave --mean out")
     workdir = Path(args.workdir)
     runs = {seed: seed_run(args.kind, args.data, args.profile, seed, workdir) for seed in args.seeds}
-    choosing_ranges = robustness.RealisticRanges.for_profile(args.profile)
-    sets = {"choosing": choosing_ranges, "test": robustness.test_ranges(args.profile)}
+    choosing_ranges = realistic.RealisticRanges.for_profile(args.profile)
+    sets = {"choosing": choosing_ranges, "test": realistic.test_ranges(args.profile)}
     cards = {seed: next(c for c in numbers["candidates"] if c["kind"] == args.kind) for seed, (numbers, _) in runs.items()}
     electrons = f"{args.min_electrons:.2g} e per window for every seed" if args.min_electrons else "each seed's own electrons per window"
     print(f"{args.kind} of profile {args.profile} on {args.data}, {electrons}; realistic scans: % of patterns right and "
@@ -156,12 +156,12 @@ def main() -> None:
             chosen_seed = best
         else:
             print(f"the seed most robust on the choosing scans ({chosen_seed}) gets "
-                  f"{100 * robustness.summary(rows[chosen_seed])['mean_share_correct']:.1f} % here")
+                  f"{100 * realistic.summary(rows[chosen_seed])['mean_share_correct']:.1f} % here")
     if args.mean and len(runs) > 1:
-        scans = robustness.realistic_scans(choosing_ranges)
+        scans = realistic.realistic_scans(choosing_ranges)
         mean = MeanOfModels([load_model(path) for _, path in runs.values()])
-        rows = robustness.score_scans(mean, scans)
-        print(row(f"mean of {len(runs)}", None, robustness.summary_by_step(rows), robustness.summary(rows)["mean_share_correct"])
+        rows = realistic.score_scans(mean, scans)
+        print(row(f"mean of {len(runs)}", None, realistic.summary_by_step(rows), realistic.summary(rows)["mean_share_correct"])
               + "   (no holdout: the seeds held out different specimens)")
 
 

@@ -22,16 +22,16 @@ import argparse
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
-from polar4d_lib import robustness
+from polar4d_lib import realistic
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.default_model import TARGET_SHARE
 from polar4d_lib.models import load_model
 
 
-def off_grid_ranges(profile: str, step_A: float, thicknesses_nm: tuple[float, ...], seed: int) -> robustness.RealisticRanges:
+def off_grid_ranges(profile: str, step_A: float, thicknesses_nm: tuple[float, ...], seed: int) -> realistic.RealisticRanges:
     """The profile's independent test ranges at one scan step and other thicknesses, one specimen per
     class drawn with ``seed``, every raster from a random origin, no coarser strides."""
-    ranges = robustness.test_ranges(profile)
+    ranges = realistic.test_ranges(profile)
     if ranges is None:
         raise SystemExit(f"profile {profile!r} has no realistic_test section to draw scans like")
     return replace(ranges, step_A=float(step_A), thicknesses_nm=tuple(float(t) for t in thicknesses_nm), seed=seed,
@@ -50,16 +50,16 @@ def main() -> None:
     path = args.model or default_model_path()
     model = load_model(path)
     all_ranges = [off_grid_ranges(args.profile, s, args.thicknesses, args.seed) for s in args.steps]
-    specs = [spec for ranges in all_ranges for spec in robustness.realistic_specs(ranges)]
+    specs = [spec for ranges in all_ranges for spec in realistic.realistic_specs(ranges)]
     with ProcessPoolExecutor(max(1, args.workers)) as pool:  # fills the cache; realistic_scans reads it
-        list(pool.map(robustness.simulate_realistic, specs))
+        list(pool.map(realistic.simulate_realistic, specs))
     print(f"{model.kind} ({path}) on realistic scans off its training steps: {args.thicknesses} nm, seed {args.seed}, "
           f"disorder seeds {list(all_ranges[0].disorder_seeds)}, random raster origins")
     rows = []
     for ranges in all_ranges:
-        scored = robustness.score_scans(model, robustness.realistic_scans(ranges))
-        s = robustness.summary(scored)
-        print(f"step {ranges.step_A:.3g} Å (a/{robustness.RealisticScanSpec.a_A / ranges.step_A:.2f}), {s['scans']} scans: "
+        scored = realistic.score_scans(model, realistic.realistic_scans(ranges))
+        s = realistic.summary(scored)
+        print(f"step {ranges.step_A:.3g} Å (a/{realistic.RealisticScanSpec.a_A / ranges.step_A:.2f}), {s['scans']} scans: "
               f"{100 * s['mean_share_correct']:.1f} % of patterns right, worst scan {100 * s['min_share_correct']:.1f} %, "
               f"majority right on {100 * s['majority_correct']:.0f} %")
         for r in scored:
@@ -68,7 +68,7 @@ def main() -> None:
                       f"{r['dose_e_per_pattern']:.3g} e/pattern, window {r['window_px']} px, "
                       f"step {'given' if r['scan_step_A'] else 'unknown'}")
         rows += scored
-    s = robustness.summary(rows)
+    s = realistic.summary(rows)
     print(f"all {s['scans']} scans: {100 * s['mean_share_correct']:.1f} % of patterns right, "
           f"majority right on {100 * s['majority_correct']:.1f} %")
 

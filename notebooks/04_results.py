@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from polar4d_lib import conventions, models, robustness
+from polar4d_lib import conventions, models, realistic
 from polar4d_lib.cli import default_model_path
 
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
@@ -121,14 +121,14 @@ else:
             + ", ".join(f"{float(e):.2g} e → {100 * s['mean_share_correct']:.1f} %"
                         for e, s in chosen["window_choice"].items())
             + f"; the model asks for **{chosen['min_electrons']:.2g}**."))
-    beam, limit = robustness.alias_free_step_A()
+    beam, limit = realistic.alias_free_step_A()
     test = card.get("test")
     sets = {"chosen on": chosen["scans"], **({"independent test": test["scans"]} if test else {})}
     by_step = pd.DataFrame([{
         "scans": name, "scan step (Å)": step, f"below λ/(2α) = {limit:.2f} Å": step < limit, "n": s["scans"],
         "patterns right (%)": 100 * s["mean_share_correct"],
         "worst scan (%)": 100 * s["min_share_correct"], "scans with the right majority (%)": 100 * s["majority_correct"],
-    } for name, rows in sets.items() for step, s in robustness.summary_by_step(rows).items()]).set_index(["scans", "scan step (Å)"])
+    } for name, rows in sets.items() for step, s in realistic.summary_by_step(rows).items()]).set_index(["scans", "scan step (Å)"])
     display(Markdown(
         "The chosen model by the scan step of the realistic scans (the same specimens, every s-th position; "
         "`scan_step_A` below is empty where the step was withheld). Only steps below "

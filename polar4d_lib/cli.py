@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from polar4d_lib import config
+from polar4d_lib import config, profiles
 
 
 #: The shipped default model (data/MODEL_CARD.md says how it was made); .pt for a network, .npz otherwise.
@@ -183,7 +183,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sim = sub.add_parser("simulate", help="simulate a dataset of KNN diffraction patterns (zarr)")
-    sim.add_argument("--profile", choices=["smoke", "default", "robust", "paper"], default="default")
+    sim.add_argument("--profile", choices=profiles.names(), default="default")
     sim.add_argument("--out", required=True, help="output path ending in .zarr")
     sim.add_argument("--scheduler", default=None, help="dask.distributed scheduler address (default: local)")
     sim.add_argument("--workers", type=int, default=None, help="local worker processes (default: config num_workers)")
@@ -202,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True, metavar="KIND",
                     choices=[f"{e}-{h}" for e in ("cnn", "resnet", "vgg") for h in ("cls", "reg", "proto")] + ["pca-knn", "physics", "linear"],
                     help="{cnn,resnet,vgg}-{cls,reg,proto} | pca-knn | physics | linear")
-    tr.add_argument("--profile", choices=["smoke", "default", "robust", "paper"], default="default")
+    tr.add_argument("--profile", choices=profiles.names(), default="default")
     tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--split", choices=["blocked", "random"], default="blocked")
     tr.add_argument("--out", required=True, help="model file (.pt for networks, .npz for pca-knn, physics and linear)")
@@ -231,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("default-model", help="train the candidates, keep the most robust on realistic scans, write a model card")
     dm.add_argument("--data", default=None, help="a dataset (.zarr) from polar4d simulate (the robust profile's)")
-    dm.add_argument("--profile", choices=["smoke", "robust"], default="robust")
+    dm.add_argument("--profile", choices=[p for p in profiles.names() if profiles.section(p, "default_model")], default="robust")
     dm.add_argument("--seed", type=int, default=888)
     dm.add_argument("--candidates", nargs="+", default=None, metavar="KIND",
                     help="kinds to train and compare (default: default_model.candidates_for the profile: "
@@ -247,7 +247,7 @@ def parser() -> argparse.ArgumentParser:
     dm.set_defaults(func=_default_model)
 
     bk = sub.add_parser("book", help="run the notebooks for a profile with papermill and build the book")
-    bk.add_argument("--profile", choices=["smoke", "default", "robust", "paper"], default="default")
+    bk.add_argument("--profile", choices=profiles.names(), default="default")
     bk.add_argument("--no-html", action="store_true", help="execute the notebooks only")
     bk.add_argument("--force", action="store_true", help="re-execute notebooks even when up to date")
     bk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")

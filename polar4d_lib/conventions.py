@@ -12,6 +12,9 @@ from typing import Callable
 
 import numpy as np
 
+#: The pseudocubic lattice constant of KNN (Å): the one place it is written.
+A_A = 3.95
+
 N_CLASSES = 8
 CLASS_NAMES: tuple[str, ...] = ("RM", "RU", "MU", "LU", "LM", "LD", "MD", "RD")
 CLASS_ANGLES_DEG: np.ndarray = np.arange(N_CLASSES) * 45.0

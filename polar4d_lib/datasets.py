@@ -36,11 +36,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import yaml
 import zarr
 from tqdm.auto import tqdm
 
-from polar4d_lib import config, conventions
+from polar4d_lib import config, conventions, profiles
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.simulation import (
     PrismSpecimen,
@@ -54,8 +53,6 @@ from polar4d_lib.structure import Displacements, knn_supercell
 #: Rows per zarr chunk, and per read when a dataset is hashed.
 ROWS_PER_CHUNK = 1024
 SCHEMA = 3  # 2: deterministic FFT planning (FFTW_ESTIMATE); 3: potential grid in whole pixels per cell
-PROFILES = ("smoke", "default", "robust", "paper")
-_PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 
 # Per-pattern arrays and their dtypes (patterns first).
 ARRAYS: dict[str, str] = {
@@ -74,7 +71,7 @@ class DatasetSpec:
     variants: tuple[int, ...] = tuple(range(12))
     thicknesses_nm: tuple[float, ...] = (10.0, 20.0, 30.0, 40.0)
     lateral_cells: int = 4
-    a_A: float = 3.95
+    a_A: float = conventions.A_A
     k_fraction: float = 0.5
     displacements: Displacements = Displacements()
     disorder_seeds: tuple[int, ...] = (0,)
@@ -182,17 +179,9 @@ def _check_types(values: dict[str, Any]) -> None:
             raise ValueError(f"dataset parameter {key} is a range [low, high], got {list(values[key])!r}")
 
 
-def load_profile(profile: str, stage: str = "simulate") -> dict[str, Any]:
-    """The parameters a profile sets for a stage (``profiles.yaml``)."""
-    profiles = yaml.safe_load(_PROFILES_FILE.read_text())
-    if profile not in profiles:
-        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(profiles)}")
-    return dict(profiles[profile].get(stage, {}))
-
-
 def spec_for_profile(profile: str, overrides: dict[str, Any] | None = None) -> DatasetSpec:
     """The dataset spec of ``profile`` with optional dotted-key overrides."""
-    values = load_profile(profile, "simulate")
+    values = profiles.section(profile, "simulate")
     values.setdefault("seed", config.get("seed"))
     return DatasetSpec.from_dict(values).with_overrides(overrides or {})
 

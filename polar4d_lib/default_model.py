@@ -3,7 +3,7 @@
 ``polar4d default-model --data D --profile robust --out data/default_model.pt`` trains every candidate
 kind with the profile's ``default_model`` settings (position averages, D4, Poisson, detector fields; see
 profiles.yaml) on the blocked split of ``D``, scores each on the synthetic holdout (whole-group position
-averages) and on the profile's held-out realistic scans (:mod:`polar4d_lib.robustness`, scored exactly as
+averages) and on the profile's held-out realistic scans (:mod:`polar4d_lib.realistic`, scored exactly as
 ``polar4d predict`` maps them), keeps the candidate with the highest mean share of patterns right on the
 realistic scans, and writes it with a model card (Markdown) and the same numbers as JSON beside it.
 With a ``window_choice`` section, each candidate's electrons per window (how far its window grows at low
@@ -25,9 +25,8 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from polar4d_lib import config, conventions, models, robustness, study
+from polar4d_lib import config, conventions, models, profiles, realistic, study
 from polar4d_lib.atomic import atomic_write
-from polar4d_lib.datasets import load_profile
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "cnn-cls", "pca-knn", "physics")
 
@@ -35,7 +34,7 @@ DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "cnn-cls", "pca-knn", "physics"
 def candidates_for(profile: str) -> tuple[str, ...]:
     """The candidates of ``profile``: ``DEFAULT_CANDIDATES``, and the stack CNN where the profile has a
     ``stack_model`` section (its recipe; it needs a ``cell_grid`` dataset)."""
-    return DEFAULT_CANDIDATES + (models.STACK_KINDS if load_profile(profile, "stack_model") else ())
+    return DEFAULT_CANDIDATES + (models.STACK_KINDS if profiles.section(profile, "stack_model") else ())
 
 
 def training_stage(kind: str) -> str:
@@ -44,7 +43,7 @@ def training_stage(kind: str) -> str:
 
 
 def _check_profile(profile: str) -> None:
-    if not load_profile(profile, "default_model"):
+    if not profiles.section(profile, "default_model"):
         raise ValueError(f"profile {profile!r} has no default_model section in profiles.yaml; use --profile robust "
                          "(the shipped model) or smoke (its recipe at test size)")
 
@@ -68,9 +67,9 @@ def build_default_model(
     unknown = [k for k in candidates if k not in models.KNOWN_KINDS]
     if unknown or not candidates:
         raise ValueError(f"unknown candidate kinds {unknown}; choose from {', '.join(models.KNOWN_KINDS)}")
-    ranges = robustness.RealisticRanges.for_profile(profile)
-    scans = robustness.realistic_scans(ranges)
-    grid = tuple(float(e) for e in load_profile(profile, "window_choice").get("min_electrons", ()))
+    ranges = realistic.RealisticRanges.for_profile(profile)
+    scans = realistic.realistic_scans(ranges)
+    grid = tuple(float(e) for e in profiles.section(profile, "window_choice").get("min_electrons", ()))
     if not all(e > 0 and e != float("inf") for e in grid):
         raise ValueError(f"window_choice.min_electrons of profile {profile!r} must be electrons > 0, got {list(grid)}")
     results = []
@@ -85,7 +84,7 @@ def build_default_model(
         rows, window_choice = choose_min_electrons(model, scans, grid)
         if checkpoint is not None and checkpoint.exists():  # scored: the checkpoint only served resuming
             checkpoint.unlink()
-        result = {"kind": kind, "holdout": holdout, "realistic": robustness.summary(rows), "scans": rows,
+        result = {"kind": kind, "holdout": holdout, "realistic": realistic.summary(rows), "scans": rows,
                   "min_electrons": getattr(model.preprocessor, "average_min_electrons", None),
                   "window_choice": window_choice, "seconds": round(time.perf_counter() - start, 1)}
         results.append(result)
@@ -150,11 +149,11 @@ def _earlier_card(card: Path, profile: str, seed: int, data: str | os.PathLike) 
 def independent_test(model: models.PolarizationModel, profile: str, command: str = "") -> dict[str, Any] | None:
     """The card's test section: ``model`` scored on ``profile``'s independent test scans
     (``realistic_test``), with the ranges and the command that scored it; None where the profile has none."""
-    ranges = robustness.test_ranges(profile)
+    ranges = realistic.test_ranges(profile)
     if ranges is None:
         return None
-    rows = robustness.score_scans(model, robustness.realistic_scans(ranges))
-    return {"realistic_ranges": study._plain(asdict(ranges)), "realistic": robustness.summary(rows), "scans": rows,
+    rows = realistic.score_scans(model, realistic.realistic_scans(ranges))
+    return {"realistic_ranges": study._plain(asdict(ranges)), "realistic": realistic.summary(rows), "scans": rows,
             "command": command}
 
 
@@ -204,21 +203,21 @@ def _write_card(numbers: dict[str, Any], card: Path) -> None:
 
 
 def choose_min_electrons(
-    model: models.PolarizationModel, scans: list[robustness.RealisticScan], grid: Sequence[float],
+    model: models.PolarizationModel, scans: list[realistic.RealisticScan], grid: Sequence[float],
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]] | None]:
     """Score ``model`` on ``scans`` with each of ``grid``'s electrons per window (a window grows by whole
     cells until it holds them: fewer give finer maps, more steadier ones) and keep on its preprocessor the
     one with the most patterns right, the fewest electrons on a tie. Returns that one's scored scans and
     each grid value's summary (None where there is no grid or the model does not average positions)."""
     if not grid or getattr(model.preprocessor, "average_window_A", None) is None:
-        return robustness.score_scans(model, scans), None
+        return realistic.score_scans(model, scans), None
     scored = {}
     for electrons in sorted(grid):
         model.preprocessor.average_min_electrons = float(electrons)
-        scored[float(electrons)] = robustness.score_scans(model, scans)
-    best = max(scored, key=lambda e: (robustness.summary(scored[e])["mean_share_correct"], -e))
+        scored[float(electrons)] = realistic.score_scans(model, scans)
+    best = max(scored, key=lambda e: (realistic.summary(scored[e])["mean_share_correct"], -e))
     model.preprocessor.average_min_electrons = best
-    return scored[best], {f"{e:g}": robustness.summary(rows) for e, rows in scored.items()}
+    return scored[best], {f"{e:g}": realistic.summary(rows) for e, rows in scored.items()}
 
 
 def dataset_parameters(data: str | os.PathLike) -> dict[str, Any]:
@@ -237,14 +236,14 @@ TARGET_SHARE = 0.95
 
 
 def _aim(summary: dict[str, Any]) -> str:
-    """'met' when a :func:`robustness.summary` reaches the issue's bar, else 'not met'."""
+    """'met' when a :func:`realistic.summary` reaches the issue's bar, else 'not met'."""
     return "met" if summary["mean_share_correct"] >= TARGET_SHARE and summary["majority_correct"] == 1.0 else "not met"
 
 
 def _verdict(rows: list[dict[str, Any]]) -> str:
     """The aim's verdict on scored scans, by scan step where it differs between steps."""
-    by_step = {step: _aim(s) for step, s in robustness.summary_by_step(rows).items()}
-    if _aim(robustness.summary(rows)) == "met":
+    by_step = {step: _aim(s) for step, s in realistic.summary_by_step(rows).items()}
+    if _aim(realistic.summary(rows)) == "met":
         return "met."
     if "met" not in by_step.values():
         return "**not met** — do not trust this model's maps on real data without checking them."
@@ -267,11 +266,11 @@ def _scan_lines(rows: list[dict[str, Any]], stacks: bool = False) -> list[str]:
         lines.append(f"| {row['scan']} | {row['thickness_nm']:g} nm | {row['dose_e_per_pattern']:.0f} | "
                      f"{row['detector_px']} px × {row['sampling_mrad']:.2f} mrad | {step} | {row['window_px']} | "
                      f"{_pct(row['share_correct'])} | {row['majority_class']} ({'right' if row['majority_correct'] else 'wrong'}) |")
-    probe, limit = robustness.alias_free_step_A()
+    probe, limit = realistic.alias_free_step_A()
     lines += ["", "By scan step: " + "; ".join(
         f"{step:.3g} Å ({s['scans']} scans): {_pct(s['mean_share_correct'])} of patterns right, worst scan "
         f"{_pct(s['min_share_correct'])}, majority right on {_pct(s['majority_correct'])} (aim {_aim(s)})"
-        for step, s in robustness.summary_by_step(rows).items()) + ". "
+        for step, s in realistic.summary_by_step(rows).items()) + ". "
         f"Steps below λ/(2α) = {limit:.2f} Å ({probe.energy_kev:g} keV, {probe.semiangle_mrad:g} mrad) average a cell "
         "the same wherever the raster sits; coarser ones alias the probe-position dependence into the average "
         "(`pacbed.alias_free_step_A`)"

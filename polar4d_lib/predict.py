@@ -60,7 +60,7 @@ def averaging_window(
 
 #: How far (positions) a lattice period read from a scan may fall below a stack model's parts per cell
 #: and still be taken as that many: the period is read to about ±0.1 position (a parabola through the
-#: autocorrelation's peak), so a scan at a/4 can read as 3.95.
+#: autocorrelation's peak), so a scan at a/4 can read as 3.9 positions.
 LATTICE_PERIOD_TOLERANCE_PX = 0.25
 
 

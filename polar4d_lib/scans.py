@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polar4d_lib import config
+from polar4d_lib import config, conventions
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.io import Scan
 from polar4d_lib.simulation import ProbeSettings, SimulationSettings, region_grid_positions, scan_4d
@@ -37,7 +37,7 @@ class WallScanSpec:
     cells: int = 6
     thicknesses_nm: tuple[float, ...] = (9.875, 19.75)
     step_A: float = 0.9875
-    a_A: float = 3.95
+    a_A: float = conventions.A_A
     disorder_seed: int = 0
     probe: ProbeSettings = ProbeSettings()
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
@@ -78,9 +78,9 @@ def simulate_wall_scan(spec: WallScanSpec, cache_dir: str | Path | None = None) 
 
 def wall_scan_spec(profile: str, overrides: dict | None = None) -> WallScanSpec:
     """The ``explore`` section of a profile (profiles.yaml) as a :class:`WallScanSpec`."""
-    from polar4d_lib.datasets import load_profile
+    from polar4d_lib import profiles
 
-    values = {**load_profile(profile, "explore"), **(overrides or {})}
+    values = {**profiles.section(profile, "explore"), **(overrides or {})}
     config.check_known_keys(values, WallScanSpec.__dataclass_fields__, "wall-scan setting", KeyError)
     if "probe" in values:
         values["probe"] = ProbeSettings(**values["probe"])

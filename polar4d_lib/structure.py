@@ -105,7 +105,7 @@ class Specimen:
         return self.class_map[i, j], self.defect_map[i, j]
 
 
-def cells_for_thickness(thickness_nm: float, a_A: float = 3.95) -> int:
+def cells_for_thickness(thickness_nm: float, a_A: float = conventions.A_A) -> int:
     """Number of pseudocubic cells along z closest to ``thickness_nm`` (at least 1)."""
     if not thickness_nm > 0:
         raise ValueError(f"thickness must be positive, got {thickness_nm} nm")
@@ -158,7 +158,7 @@ def knn_supercell(
     variant: int | np.ndarray,
     lateral_cells: int | tuple[int, int] = 4,
     thickness_nm: float = 10.0,
-    a_A: float = 3.95,
+    a_A: float = conventions.A_A,
     k_fraction: float = 0.5,
     displacements: Displacements = Displacements(),
     vacancies: list[OxygenVacancy] = (),

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import config, conventions, evaluation, models, pacbed
+from polar4d_lib import config, conventions, evaluation, models, pacbed, profiles
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.augmentation import AugmentationConfig
-from polar4d_lib.datasets import Dataset, load_profile, open_dataset
+from polar4d_lib.datasets import Dataset, open_dataset
 from polar4d_lib.preprocessing import SEARCH_MARGIN_PX, Preprocessor, com_filter
 
 
@@ -42,11 +42,11 @@ class TrainSettings:
     preprocessor: dict[str, Any] = field(default_factory=dict)
     #: Variants also trained on the paper's random split (None: all); the book's profiles keep it short.
     random_split_kinds: tuple[str, ...] | None = None
-    #: Train and test on position-averaged patterns (PACBED, :mod:`polar4d_lib.pacbed`): ``window_A`` (Å)
+    #: Train and test on position-averaged patterns (PACBED, :mod:`polar4d_lib.pacbed`): ``window_A`` (Å, default one cell)
     #: the model records for scans, ``sizes`` [low, high] patterns per training average, ``n`` averages
     #: drawn for training (a tenth as many for validation), ``detectors`` true to record the training and
     #: validation averages on random detectors of the profile's ``realistic`` ranges
-    #: (:func:`polar4d_lib.robustness.record_on_detectors`), ``electrons`` [low, high] the electrons per
+    #: (:func:`polar4d_lib.realistic.record_on_detectors`), ``electrons`` [low, high] the electrons per
     #: recorded average (log-uniform; default: the dose of a mean of 1–100 positions), ``min_electrons`` the
     #: electrons per window the model asks of a scan (its window grows at low dose), ``strides`` the raster
     #: strides a training average is drawn from (default [1]; 2 = every other position of a ``cell_grid``
@@ -77,7 +77,7 @@ class TrainSettings:
         values = dict(self.preprocessor)
         windows = self.averages if self.averages is not None else self.cell_stacks
         if windows is not None:
-            values["average_window_A"] = float(windows.get("window_A", 3.95))
+            values["average_window_A"] = float(windows.get("window_A", conventions.A_A))
             if windows.get("min_electrons") is not None:
                 values["average_min_electrons"] = float(windows["min_electrons"])
         return Preprocessor(**values)
@@ -86,7 +86,7 @@ class TrainSettings:
     def for_profile(cls, profile: str, overrides: dict[str, Any] | None = None, stage: str = "train") -> "TrainSettings":
         """The ``stage`` section of a profile ('train' for the study, 'default_model' for the shipped
         model), ``overrides`` replacing its keys."""
-        values = {**load_profile(profile, stage), **(overrides or {})}
+        values = {**profiles.section(profile, stage), **(overrides or {})}
         config.check_known_keys(values, cls.__dataclass_fields__, "training setting", KeyError)
         if "seeds" in values:
             values["seeds"] = tuple(int(s) for s in values["seeds"])
@@ -255,12 +255,12 @@ def cell_stack_parts(
     ``off_grid_periods`` would record it from a random origin (:func:`pacbed.resampled_raster`), over one
     or two cells, with the window ``polar4d predict`` takes (the fewest positions that cover them). Training and
     validation stacks are recorded on random detectors of ``profile``'s realistic ranges
-    (:func:`polar4d_lib.robustness.record_on_detectors`, every 16 stacks sharing one, the stack holding a
+    (:func:`polar4d_lib.realistic.record_on_detectors`, every 16 stacks sharing one, the stack holding a
     log-uniform number of electrons in ``electrons``) at the model's sampling and size, and registered again
     (noise can move the brightest part); each stride gives as many stacks per raster, (largest stride)²,
     so a stride-1 raster is recorded that many times. Test stacks are the noise-free folds at the
     dataset's sampling (the holdout, like the whole-group means of :func:`averaged_parts`)."""
-    from polar4d_lib import robustness
+    from polar4d_lib import realistic
 
     cs = settings.cell_stacks or {}
     bins = int(cs.get("bins", 4))
@@ -278,7 +278,7 @@ def cell_stack_parts(
     sampling = float(dataset.attrs["q_sampling_mrad"])
     labels, patterns = dataset["label"], dataset.group["patterns"]
     pre = settings.preprocessor_for()
-    ranges = robustness.RealisticRanges.for_profile(profile)
+    ranges = realistic.RealisticRanges.for_profile(profile)
     largest = max(strides)
     parts = bins * bins
     off_grid = int(cs.get("off_grid_per_raster", 0))
@@ -288,7 +288,7 @@ def cell_stack_parts(
                          f"per cell with {bins} ≤ low ≤ high (the model's parts), got {off_grid!r}, {list(periods)}")
 
     def record(ideal: np.ndarray, record_seed: int) -> np.ndarray:
-        recorded = robustness.record_on_detectors(
+        recorded = realistic.record_on_detectors(
             ideal.reshape(-1, *ideal.shape[2:]), sampling, ranges, record_seed, pre.sampling_mrad, pre.size,
             per_detector=16 * parts, electrons=(low / parts, high / parts)).reshape(len(ideal), parts, pre.size, pre.size)
         return np.stack([pacbed.cell_stack(s.reshape(bins, bins, pre.size, pre.size), bins, bins) for s in recorded])
@@ -342,12 +342,12 @@ def on_detectors(
     stays None."""
     if parts is None:
         return None
-    from polar4d_lib import robustness
+    from polar4d_lib import realistic
 
     pre = settings.preprocessor_for()
-    ranges = robustness.RealisticRanges.for_profile(profile)
+    ranges = realistic.RealisticRanges.for_profile(profile)
     electrons = (settings.averages or {}).get("electrons")
-    x = robustness.record_on_detectors(parts[0], sampling_mrad, ranges, seed, pre.sampling_mrad,
+    x = realistic.record_on_detectors(parts[0], sampling_mrad, ranges, seed, pre.sampling_mrad,
                                        pre.size + 2 * SEARCH_MARGIN_PX,
                                        electrons=tuple(electrons) if electrons is not None else None)
     return x, parts[1]

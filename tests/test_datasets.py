@@ -16,7 +16,7 @@ import pytest
 import zarr
 
 from conftest import SMOKE_OVERRIDES, cli_sets, smoke_spec
-from polar4d_lib import cli, conventions, datasets
+from polar4d_lib import cli, conventions, datasets, profiles
 
 N_UNITS = len(SMOKE_OVERRIDES["variants"])
 N_PER_UNIT = SMOKE_OVERRIDES["probe_settings"] * SMOKE_OVERRIDES["positions_per_setting"] * 2  # 2 thicknesses
@@ -371,7 +371,7 @@ def test_spec_overrides_and_profiles():
     spec = smoke_spec(**{"simulation.q_sampling_mrad": 1.0, "seed": 3})
     assert spec.simulation.q_sampling_mrad == 1.0 and spec.seed == 3
     assert spec.variants == (0, 4, 8) and spec.thicknesses_nm == (0.8, 1.6)
-    for profile in datasets.PROFILES:
+    for profile in profiles.names():
         assert datasets.spec_for_profile(profile).units()
     with pytest.raises(ValueError, match="unknown profile 'huge'"):
         datasets.spec_for_profile("huge")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from polar4d_lib import cli, io, pacbed, robustness
+from polar4d_lib import cli, io, pacbed, realistic
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models import STACK_KINDS, load_model
 
@@ -78,12 +78,12 @@ def test_each_candidate_asks_for_the_electrons_per_window_that_score_best_on_the
 
 def test_a_window_grows_with_the_electrons_it_must_hold():
     # the smoke scans at a/4: the shipped stack model folds a cell into 4 × 4 parts, a/2 is refused
-    scans = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke", {"step_A": 0.9875}))
+    scans = realistic.realistic_scans(realistic.RealisticRanges.for_profile("smoke", {"step_A": 0.9875}))
     model = load_model(cli.default_model_path())
     windows = {}
     for electrons in (1e6, 1e8):
         model.preprocessor.average_min_electrons = electrons
-        windows[electrons] = [r["window_px"] for r in robustness.score_scans(model, scans)]
+        windows[electrons] = [r["window_px"] for r in realistic.score_scans(model, scans)]
     assert all(b >= a for a, b in zip(windows[1e6], windows[1e8])) and windows[1e8] != windows[1e6]
 
 
@@ -113,11 +113,11 @@ def test_retest_scores_a_built_model_on_a_new_test_draw_and_changes_nothing_else
     for path in (built, tmp / "MODEL_CARD.json", tmp / "MODEL_CARD.md"):
         shutil.copy(path, tmp_path / path.name)
     out = tmp_path / built.name
-    drawn = robustness.test_ranges
+    drawn = realistic.test_ranges
 
     def other_draw(profile):
         return replace(drawn(profile), seed=2030, disorder_seeds=(104,))
-    monkeypatch.setattr(robustness, "test_ranges", other_draw)
+    monkeypatch.setattr(realistic, "test_ranges", other_draw)
     assert cli.main(["default-model", "--profile", "smoke", "--out", str(out), "--retest"]) == 0
     assert "scored" in capsys.readouterr().out
     again = json.loads((tmp_path / "MODEL_CARD.json").read_text())
@@ -181,7 +181,7 @@ def test_the_profiles_say_which_candidates_compete():
 def test_the_test_scans_share_no_disorder_seed_with_training_or_the_choosing_scans(profile):
     from polar4d_lib.datasets import spec_for_profile
 
-    test, choosing = robustness.test_ranges(profile), robustness.RealisticRanges.for_profile(profile)
+    test, choosing = realistic.test_ranges(profile), realistic.RealisticRanges.for_profile(profile)
     assert test.seed != choosing.seed
     assert set(test.disorder_seeds).isdisjoint(choosing.disorder_seeds)
     assert set(test.disorder_seeds).isdisjoint(spec_for_profile(profile).disorder_seeds)
@@ -193,7 +193,7 @@ def test_the_test_scans_share_no_disorder_seed_with_training_or_the_choosing_sca
 
 def test_the_retrained_model_predicts_a_realistic_scan_through_the_cli(retrained, capsys):
     tmp, numbers = retrained
-    item = robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke"))[1]
+    item = realistic.realistic_scans(realistic.RealisticRanges.for_profile("smoke"))[1]
     assert item.scan.scan_step_A is None  # every other scan has no step: the window comes from the lattice
     np.save(tmp / "scan.npy", item.scan.data)
     code = cli.main(["predict", str(tmp / "scan.npy"), "--out", str(tmp / "pred.npz"), "--model", numbers["model"],
@@ -243,7 +243,7 @@ def test_the_shipped_model_is_what_its_card_says():
 def _smoke_scans_at_a4() -> list:
     """The smoke realistic scans at a/4 (2 × 2 cells, 8 × 8 positions): the shipped stack model folds a cell
     into 4 × 4 parts and refuses coarser steps."""
-    return robustness.realistic_scans(robustness.RealisticRanges.for_profile("smoke", {"step_A": 0.9875}))
+    return realistic.realistic_scans(realistic.RealisticRanges.for_profile("smoke", {"step_A": 0.9875}))
 
 
 def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):

@@ -50,8 +50,8 @@ KIND = "cnn-stack"
 
 def default_preprocessor() -> Preprocessor:
     """The cell-stack model's own grid: 16 px at 4.5 mrad/px (±36 mrad) around the nominal centre, counts
-    kept (no normalisation), windows of one KNN cell (3.95 Å)."""
-    return Preprocessor(sampling_mrad=4.5, size=16, center="nominal", normalize="none", average_window_A=3.95)
+    kept (no normalisation), windows of one KNN cell (``conventions.A_A``)."""
+    return Preprocessor(sampling_mrad=4.5, size=16, center="nominal", normalize="none", average_window_A=conventions.A_A)
 
 
 def part_operations(bins: int) -> list[tuple[bool, int, np.ndarray]]:

@@ -45,7 +45,7 @@ class RealisticScanSpec:
     thicknesses_nm: tuple[float, ...]
     cells: int = 3
     step_A: float = 0.49375
-    a_A: float = 3.95
+    a_A: float = conventions.A_A
     disorder_seed: int = 101
     tilt_mrad: tuple[float, float] = (0.0, 0.0)
     probe: ProbeSettings = ProbeSettings()
@@ -105,9 +105,9 @@ class RealisticRanges:
                     section: str = "realistic") -> "RealisticRanges":
         """The ranges of ``profile``'s ``section`` of profiles.yaml (``realistic``: the scans a model is
         chosen on; ``realistic_test``: an independent draw that nothing is chosen on)."""
-        from polar4d_lib.datasets import load_profile
+        from polar4d_lib import profiles
 
-        values = {**load_profile(profile, section), **(overrides or {})}
+        values = {**profiles.section(profile, section), **(overrides or {})}
         config.check_known_keys(values, cls.__dataclass_fields__, "realistic-scan setting", KeyError)
         return cls(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
                       for k, v in values.items()})
@@ -115,9 +115,9 @@ class RealisticRanges:
 
 def test_ranges(profile: str) -> "RealisticRanges | None":
     """The independent test scans of ``profile`` (its ``realistic_test`` section), or None if it has none."""
-    from polar4d_lib.datasets import load_profile
+    from polar4d_lib import profiles
 
-    return RealisticRanges.for_profile(profile, section="realistic_test") if load_profile(profile, "realistic_test") else None
+    return RealisticRanges.for_profile(profile, section="realistic_test") if profiles.section(profile, "realistic_test") else None
 
 
 def alias_free_step_A() -> tuple[ProbeSettings, float]:

@@ -1,0 +1,82 @@
+"""The study's profiles: the one loader of ``profiles.yaml``.
+
+A profile (``smoke``, ``default``, ``robust``, ``paper``) sets sizes, never code paths. It has sections,
+one per thing it sizes; :data:`SECTIONS` names each section and the settings class whose fields are its
+keys, so an unknown section or key is an error naming it (and the known ones) wherever a profile is read.
+Everything else asks this module: :func:`names` for the profiles (the CLI's ``--profile`` choices),
+:func:`section` for a profile's section as a plain dict, :func:`check` to validate a whole profile.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
+
+#: Section → the dataclass (``module:Class``) whose fields are its keys, or the keys themselves.
+SECTIONS: dict[str, str | tuple[str, ...]] = {
+    "simulate": "polar4d_lib.datasets:DatasetSpec",  # the profile's dataset
+    "train": "polar4d_lib.study:TrainSettings",  # the training chapter's runs
+    "default_model": "polar4d_lib.study:TrainSettings",  # the shipped model's pattern candidates
+    "stack_model": "polar4d_lib.study:TrainSettings",  # its cell-stack candidate
+    "window_choice": ("min_electrons",),  # the electrons-per-window grid the candidates choose from
+    "explore": "polar4d_lib.scans:WallScanSpec",  # the explorer's wall scan
+    "realistic": "polar4d_lib.realistic:RealisticRanges",  # the scans a default model is chosen on
+    "realistic_test": "polar4d_lib.realistic:RealisticRanges",  # the independent scans it is judged on
+}
+
+
+@functools.cache
+def _profiles() -> dict[str, dict[str, Any]]:
+    profiles = yaml.safe_load(PROFILES_FILE.read_text())
+    if not isinstance(profiles, dict) or not all(isinstance(p, dict) for p in profiles.values()):
+        raise ValueError(f"{PROFILES_FILE} must map each profile name to its sections")
+    return profiles
+
+
+def names() -> tuple[str, ...]:
+    """The profiles, in the file's order."""
+    return tuple(_profiles())
+
+
+def _known_keys(name: str) -> set[str]:
+    spec = SECTIONS[name]
+    if isinstance(spec, tuple):
+        return set(spec)
+    module, cls = spec.split(":")
+    return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+
+
+def section(profile: str, name: str) -> dict[str, Any]:
+    """``profile``'s section ``name`` (a copy; empty where the profile does not set it). One-line errors
+    for an unknown profile, section or key."""
+    profiles = _profiles()
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(profiles)}")
+    if name not in SECTIONS:
+        raise ValueError(f"unknown profile section {name!r}; known: {', '.join(SECTIONS)}")
+    values = profiles[profile].get(name) or {}
+    unknown = sorted(set(values) - _known_keys(name))
+    if unknown:
+        raise KeyError(f"profile {profile!r}, section {name!r}: unknown key(s) {unknown}; "
+                       f"known: {sorted(_known_keys(name))} ({PROFILES_FILE.name})")
+    return copy.deepcopy(dict(values))
+
+
+def check(profile: str) -> dict[str, dict[str, Any]]:
+    """Every section of ``profile``, validated (unknown sections and keys are errors naming them)."""
+    profiles = _profiles()
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(profiles)}")
+    unknown = sorted(set(profiles[profile]) - set(SECTIONS))
+    if unknown:
+        raise KeyError(f"profile {profile!r}: unknown section(s) {unknown}; known: {', '.join(SECTIONS)} "
+                       f"({PROFILES_FILE.name})")
+    return {name: section(profile, name) for name in profiles[profile]}
