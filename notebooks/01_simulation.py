@@ -270,7 +270,7 @@ plotting.class_compass(single_patterns[:, t_show], q_mrad,
 # rotation about the zero angle, which vanishes wherever Friedel's law holds:
 
 # %% tags=["hide-input"]
-plotting.class_compass(plotting.friedel_difference(pacbed[:, t_show]), q_mrad, difference=True,
+plotting.class_compass(conventions.friedel_difference(pacbed[:, t_show]), q_mrad, difference=True,
                        colorbar_label="I(θ) − I(−θ) per pixel",
                        suptitle=f"Friedel difference of the PACBED, {thicknesses[t_show]:.1f} nm")
 
@@ -291,8 +291,8 @@ centro_prism = simulation.PrismSpecimen(centro.atoms, settings, spec.a_A, thickn
                                         spec.semiangle_mrad)
 centro_grid = centro_prism.patterns(probe, grid_positions)  # (T, grid_n², Qx, Qy)
 centro_pacbed = centro_grid.mean(axis=1)  # (T, Qx, Qy)
-friedel_total = plotting.friedel_difference(pacbed)  # (8, T, Qx, Qy)
-friedel_disorder = plotting.friedel_difference(centro_pacbed)  # (T, Qx, Qy)
+friedel_total = conventions.friedel_difference(pacbed)  # (8, T, Qx, Qy)
+friedel_disorder = conventions.friedel_difference(centro_pacbed)  # (T, Qx, Qy)
 friedel_polar = friedel_total - friedel_disorder[None]
 norm = pacbed.sum(axis=(-2, -1))  # (8, T)
 print("Σ|I(θ) − I(−θ)| / ΣI, mean over the 8 classes:")
@@ -553,7 +553,7 @@ means, counts = plotting.class_means(ds.group["patterns"], labels)
 ds_sampling = ds.attrs["q_sampling_mrad"]
 print("patterns per class:", dict(zip(conventions.CLASS_NAMES, counts.tolist())))
 display(plotting.class_compass(means, ds_sampling, suptitle="mean pattern per class of the dataset, log scale"))
-plotting.class_compass(plotting.friedel_difference(means), ds_sampling, difference=True,
+plotting.class_compass(conventions.friedel_difference(means), ds_sampling, difference=True,
                        colorbar_label="I(θ) − I(−θ) per pixel", suptitle="Friedel difference of the class means")
 
 # %% [markdown]

@@ -104,6 +104,13 @@ def mirror_y_pattern(patterns: np.ndarray) -> np.ndarray:
     return _mirror_axis(np.asarray(patterns), -1)
 
 
+def friedel_difference(patterns: np.ndarray) -> np.ndarray:
+    """I(θ) − I(−θ) of centred pattern(s) (..., Qx, Qy): each minus its 180° rotation about the zero angle
+    (both mirrors). Zero where Friedel's law holds; a polar crystal's dynamical scattering breaks it."""
+    p = np.asarray(patterns)
+    return p - mirror_x_pattern(mirror_y_pattern(p))
+
+
 def rotate90_pattern(patterns: np.ndarray, times: int = 1) -> np.ndarray:
     """Rotate centred square pattern(s) (..., Qx, Qy) by ``times`` × (+90°), x → y.
 

@@ -39,8 +39,7 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from polar4d_lib import config, conventions, profiles
-from polar4d_lib.atomic import atomic_write
+from polar4d_lib import cache, config, conventions, profiles
 from polar4d_lib.simulation import (
     PrismSpecimen,
     ProbeSettings,
@@ -206,7 +205,7 @@ class Unit:
             "schema": SCHEMA, "spec": spec, "variant": self.variant, "disorder_seed": self.disorder_seed,
             "tilt_mrad": list(self.tilt_mrad), "index_seed": self._seed_words(), "versions": versions(),
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+        return cache.key(payload)
 
     def _seed_words(self) -> list[int]:
         # The unit's random draws depend on the dataset seed and on what the unit is, not on its
@@ -299,23 +298,7 @@ def versions() -> dict[str, str]:
 # --- cache -----------------------------------------------------------------------------------------
 
 def _cache_path(unit: Unit, cache_dir: Path) -> Path:
-    return cache_dir / "units" / f"{unit.key()}.npz"
-
-
-def _save_unit(arrays: dict[str, np.ndarray], path: Path) -> None:
-    """Write a unit's arrays atomically (temporary file, then rename)."""
-    atomic_write(path, lambda tmp: np.savez(tmp, **arrays))
-
-
-def _load_unit(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in ARRAYS}
-
-
-def _unit_length(path: Path) -> int:
-    """Patterns in a cached unit, read from its labels alone."""
-    with np.load(path, allow_pickle=False) as data:
-        return len(data["label"])
+    return cache.path("units", unit.key(), cache_dir)
 
 
 def _simulate_unit(unit: Unit) -> dict[str, np.ndarray]:
@@ -381,13 +364,12 @@ def build(
     out = Path(out)
     if out.suffix != ".zarr":
         raise ValueError(f"dataset path {out} should end in .zarr; e.g. --out data/{profile}.zarr")
-    cache = Path(config.resolve("cache_dir", cache_dir))
     num_workers = int(config.resolve("num_workers", num_workers) or os.cpu_count() or 1)
     scheduler = config.resolve("scheduler", scheduler)
     units = spec.units()
-    todo = [u for u in units if not _cache_path(u, cache).exists()]
-    _run(todo, lambda unit, arrays: _save_unit(arrays, _cache_path(unit, cache)), num_workers, scheduler)
-    paths = [_cache_path(u, cache) for u in units]
+    todo = [u for u in units if not _cache_path(u, cache_dir).exists()]
+    _run(todo, lambda unit, arrays: cache.save(_cache_path(unit, cache_dir), arrays), num_workers, scheduler)
+    paths = [_cache_path(u, cache_dir) for u in units]
     attrs = {
         "schema": SCHEMA,
         "profile": profile,
@@ -426,7 +408,7 @@ def write_zarr(units: Sequence[tuple[Path, dict[str, int]]], attrs: dict[str, An
     ``{"unit": 3}``) one after another as a zarr group at ``out``, with ``attrs`` and their
     ``content_sha256``, atomically. One unit is in memory at a time, so a dataset may exceed the memory."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    lengths = [_unit_length(path) for path, _ in units]
+    lengths = [len(cache.load(path, ["label"])["label"]) for path, _ in units]  # the labels alone
     total = sum(lengths)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
@@ -434,7 +416,7 @@ def write_zarr(units: Sequence[tuple[Path, dict[str, int]]], attrs: dict[str, An
         arrays = None
         start = 0
         for (path, values), n in zip(units, lengths):
-            part = _load_unit(path)
+            part = cache.load(path, ARRAYS)
             for key, value in values.items():
                 part[key] = np.full(n, value, dtype=ARRAYS[key])
             if arrays is None:

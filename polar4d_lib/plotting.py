@@ -158,14 +158,6 @@ def _angle_axes(ax, crosshair_color: str | bool, label_x: bool, label_y: bool, a
         ax.set_ylabel(THETA_Y)
 
 
-def friedel_difference(patterns: np.ndarray) -> np.ndarray:
-    """I(θ) − I(−θ) of centred pattern(s) (..., Qx, Qy): each minus its 180° rotation about the zero
-    angle (``conventions.mirror_x_pattern(conventions.mirror_y_pattern(p))``). Zero where Friedel's
-    law holds."""
-    p = np.asarray(patterns)
-    return p - conventions.mirror_x_pattern(conventions.mirror_y_pattern(p))
-
-
 def _samplings(sampling_mrad: float | Sequence[float], n: int) -> list[float]:
     if np.ndim(sampling_mrad) == 0:
         return [float(sampling_mrad)] * n
@@ -290,7 +282,7 @@ def thickness_series_figure(patterns: np.ndarray, thicknesses_nm: Sequence[float
     rows = blocks * (2 if difference else 1)
     fig = Figure(figsize=(2.5 * ncols + 1.2, 2.5 * rows + 0.4), layout="constrained")
     grid = fig.subplots(rows, ncols, squeeze=False)
-    d = friedel_difference(p) if differences is None else np.asarray(differences, dtype=float)
+    d = conventions.friedel_difference(p) if differences is None else np.asarray(differences, dtype=float)
     dmax = float(np.abs(d).max())
     image = diff_image = None
     for i in range(rows * ncols):

@@ -13,8 +13,6 @@ objects, half of them without a known scan step. :func:`score_scans` runs a mode
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import config, conventions, pacbed
+from polar4d_lib import cache, config, conventions, pacbed
 from polar4d_lib.acquisition import Acquisition
-from polar4d_lib.atomic import atomic_write
 from polar4d_lib.io import Scan
 from polar4d_lib.predict import predict_scan
 from polar4d_lib.simulation import ProbeSettings, SimulationSettings, region_grid_positions, scan_4d
@@ -62,8 +59,7 @@ class RealisticScanSpec:
         spec = asdict(self)
         if not any(self.origin_A):  # scans at the cell origin keep the keys they had before origins existed
             del spec["origin_A"]
-        payload = {"schema": SCHEMA, "spec": spec, "versions": versions()}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:24]
+        return cache.key({"schema": SCHEMA, "spec": spec, "versions": versions()})
 
 
 @dataclass(frozen=True)
@@ -156,10 +152,10 @@ def realistic_specs(ranges: RealisticRanges) -> list[RealisticScanSpec]:
 
 def simulate_realistic(spec: RealisticScanSpec, cache_dir: str | Path | None = None) -> np.ndarray:
     """Ideal patterns (T, Rx, Ry, Qx, Qy) of ``spec`` (fractions of the beam), cached by its key."""
-    cache = Path(config.resolve("cache_dir", cache_dir)) / "scans" / f"realistic-{spec.key()}.npz"
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as data:
-            return data["patterns"]
+    return cache.cached(cache.path("scans", f"realistic-{spec.key()}", cache_dir), lambda: _simulate(spec))["patterns"]
+
+
+def _simulate(spec: RealisticScanSpec) -> dict[str, np.ndarray]:
     specimen = knn_supercell(spec.variant, spec.cells, max(spec.thicknesses_nm), spec.a_A, seed=spec.disorder_seed)
     size = (spec.cells * spec.a_A, spec.cells * spec.a_A)
     positions, shape = region_grid_positions(spec.origin_A, size, spec.step_A)
@@ -167,8 +163,7 @@ def simulate_realistic(spec: RealisticScanSpec, cache_dir: str | Path | None = N
     patterns = scan_4d(specimen.atoms, spec.probe, positions, shape, spec.simulation, spec.a_A,
                        list(spec.thicknesses_nm), engine="prism", tilt_mrad=spec.tilt_mrad,
                        seed=spec.disorder_seed).astype(np.float32)
-    atomic_write(cache, lambda tmp: np.savez(tmp, patterns=patterns))
-    return patterns
+    return {"patterns": patterns}
 
 
 def random_acquisition(ranges: RealisticRanges, rng: np.random.Generator) -> Acquisition:

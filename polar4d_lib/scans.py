@@ -8,15 +8,12 @@ of every parameter and the library versions, so a chapter that shows it again co
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from polar4d_lib import config, conventions
-from polar4d_lib.atomic import atomic_write
+from polar4d_lib import cache, config, conventions
 from polar4d_lib.io import Scan
 from polar4d_lib.simulation import ProbeSettings, SimulationSettings, region_grid_positions, scan_4d
 from polar4d_lib.structure import cells_for_thickness, knn_supercell, wall_volume
@@ -45,18 +42,13 @@ class WallScanSpec:
     def key(self) -> str:
         from polar4d_lib.datasets import versions
 
-        payload = {"schema": SCHEMA, "spec": asdict(self), "versions": versions()}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:24]
+        return cache.key({"schema": SCHEMA, "spec": asdict(self), "versions": versions()})
 
 
 def simulate_wall_scan(spec: WallScanSpec, cache_dir: str | Path | None = None) -> tuple[dict[str, Scan], dict[str, np.ndarray]]:
     """Scans (name "<t> nm" → :class:`Scan`, Rx × Ry × Qx × Qy) and the true class map of each
     (Rx × Ry, the class of the column under the probe). Cached in ``cache_dir`` (default: the config's)."""
-    cache = Path(config.resolve("cache_dir", cache_dir)) / "scans" / f"wall-{spec.key()}.npz"
-    if cache.exists():
-        with np.load(cache, allow_pickle=False) as data:
-            patterns, labels = data["patterns"], data["labels"]
-    else:
+    def compute() -> dict[str, np.ndarray]:
         depth = cells_for_thickness(max(spec.thicknesses_nm), spec.a_A)
         volume = wall_volume((spec.cells, spec.cells, depth), spec.variant_a, spec.variant_b,
                              spec.normal)
@@ -66,7 +58,10 @@ def simulate_wall_scan(spec: WallScanSpec, cache_dir: str | Path | None = None) 
         patterns = scan_4d(specimen.atoms, spec.probe, positions, shape, spec.simulation, spec.a_A,
                            list(spec.thicknesses_nm), engine="prism", seed=spec.disorder_seed).astype(np.float32)
         labels = specimen.labels_at(positions)[0].reshape(shape).astype(np.int8)
-        atomic_write(cache, lambda tmp: np.savez(tmp, patterns=patterns, labels=labels))
+        return {"patterns": patterns, "labels": labels}
+
+    arrays = cache.cached(cache.path("scans", f"wall-{spec.key()}", cache_dir), compute)
+    patterns, labels = arrays["patterns"], arrays["labels"]
     scans, truth = {}, {}
     for t, thickness in enumerate(spec.thicknesses_nm):
         name = f"{thickness:g} nm"

@@ -201,3 +201,13 @@ def test_rotation_needs_square_patterns():
     with pytest.raises(ValueError, match="square") as info:
         cv.rotate90_pattern(np.zeros((4, 5)))
     assert "\n" not in str(info.value)
+
+
+def test_friedel_difference_is_zero_for_a_centrosymmetric_pattern_and_odd_under_inversion():
+    rng = np.random.default_rng(0)
+    p = rng.random((3, 9, 9))
+    symmetric = p + cv.mirror_x_pattern(cv.mirror_y_pattern(p))
+    np.testing.assert_allclose(cv.friedel_difference(symmetric), 0.0, atol=1e-12)
+    d = cv.friedel_difference(p)
+    np.testing.assert_allclose(cv.mirror_x_pattern(cv.mirror_y_pattern(d)), -d)
+    assert np.abs(d).max() > 0.1

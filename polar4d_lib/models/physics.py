@@ -73,7 +73,7 @@ def friedel_vectors(x: np.ndarray, sampling_mrad: float, inner_mrad: float = 0.0
     mask = (r >= inner_mrad) & (r <= (np.inf if outer_mrad is None else outer_mrad)) & (r > 0)
     mask[0, :] = mask[:, 0] = False
     ux, uy = np.where(mask, kx / np.where(r > 0, r, 1), 0), np.where(mask, ky / np.where(r > 0, r, 1), 0)
-    diff = x - conventions.mirror_x_pattern(conventions.mirror_y_pattern(x))
+    diff = conventions.friedel_difference(x)
     return np.stack([np.einsum("nij,ij->n", diff, ux), np.einsum("nij,ij->n", diff, uy)], axis=-1)
 
 
