@@ -30,10 +30,11 @@ This measures information, not a shippable recipe: the default model's recipe fo
 detectors, 60 000 averages) does better on means than this plain CNN does.
 
 Usage: python benchmarks/cell_stacks.py [--data data/robust.zarr] [--seed 888] [--epochs 12]
-       [--electrons E ...] [--d4]
+       [--electrons E ...] [--d4] [--results-dir results/benchmarks]
 About 25 s per input and dose at 12 epochs on 2 cores (1 min with D4), plus 30 s to build the stacks
 (the ``robust`` dataset is read whole: 4.5 GB in memory).
-Prints measured figures; nothing is asserted.
+Prints measured figures and records them in results/benchmarks/cell_stacks.json
+(:func:`polar4d_lib.benchmarking.record`); nothing is asserted.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ def train_and_score(x: np.ndarray, y: np.ndarray, test: np.ndarray, epochs: int,
     return proba(images[:, test]).argmax(1) == y[test]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from polar4d_lib.benchmarking import RESULTS_DIR, figure, record
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/robust.zarr")
     parser.add_argument("--seed", type=int, default=888, help="seed of the blocked split and the training")
@@ -156,7 +159,9 @@ def main() -> None:
     parser.add_argument("--electrons", type=float, nargs="*", default=[],
                         help="electrons per sub-raster (all 16 patterns); none: noise-free only")
     parser.add_argument("--d4", action="store_true", help="also the dark-field stacks with D4 symmetry (slower)")
-    args = parser.parse_args()
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where cell_stacks.json is written")
+    args = parser.parse_args(argv)
+    figures = []
     start = time.perf_counter()
     dataset = open_dataset(args.data)
     try:
@@ -182,6 +187,15 @@ def main() -> None:
             dose = "noise-free" if electrons is None else f"{electrons:.2g}"
             print(f"{dose:>10} | {name:>36} | {100 * right.mean():5.1f}% | {per_class} | {time.perf_counter() - t:.0f}",
                   flush=True)
+            figures.append(figure(f"{name}, {dose}: held-out sub-rasters right", 100 * right.mean(), "%",
+                                  f"{int(test.sum())} held-out sub-rasters" + ("" if electrons is None else
+                                                                                f", {electrons:.2g} e per sub-raster")))
+    recorded = record("cell_stacks", figures, str(dataset.attrs.get("profile", "unknown")), {
+        "data": str(args.data), "seed": args.seed, "epochs": args.epochs, "electrons": list(args.electrons),
+        "d4": args.d4, "size_px": SIZE, "sampling_mrad": SAMPLING_MRAD, "stride": STRIDE},
+        title="Cell stacks: a plain CNN on a/4 sub-rasters from their mean and from their 16 patterns",
+        results_dir=args.results_dir)
+    print(f"recorded {recorded}")
 
 
 if __name__ == "__main__":

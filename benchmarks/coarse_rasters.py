@@ -8,8 +8,9 @@ rasters against the s² sub-rasters of each raster — for the model given (defa
 stack model (``cnn-stack``) gets each (sub-)raster folded into its cell stack instead of its mean.
 
 Usage: python benchmarks/coarse_rasters.py [--data data/robust.zarr] [--model data/default_model.pt]
-       [--stride 2] [--seed 888]
-Prints measured figures; nothing is asserted.
+       [--stride 2] [--seed 888] [--results-dir results/benchmarks]
+Prints measured figures and records them in results/benchmarks/coarse_rasters.json
+(:func:`polar4d_lib.benchmarking.record`); nothing is asserted.
 """
 
 from __future__ import annotations
@@ -50,13 +51,17 @@ def raster_inputs(dataset, indices: np.ndarray, stride: int, bins: int | None = 
     return np.stack(inputs), np.asarray(truth)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from polar4d_lib.benchmarking import RESULTS_DIR, figure, record
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/robust.zarr")
     parser.add_argument("--model", default=None, help="a saved model (default: the shipped default model)")
     parser.add_argument("--stride", type=int, default=2)
     parser.add_argument("--seed", type=int, default=888, help="seed of the blocked split (the model's)")
-    args = parser.parse_args()
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where coarse_rasters.json is written")
+    args = parser.parse_args(argv)
+    figures = []
     dataset = open_dataset(args.data)
     model = load_model(args.model or default_model_path())
     test = study.make_split(dataset, "blocked", args.seed).test
@@ -74,6 +79,15 @@ def main() -> None:
         name = "whole raster" if stride == 1 else f"stride-{stride} sub-rasters"
         print(f"{name:>22} | {100 * right.mean():5.1f}% | " + " | ".join(per_class)
               + f" | {len(y):5d} | {time.perf_counter() - start:.0f}")
+        figures.append(figure(f"{name}: inputs right", 100 * right.mean(), "%", f"{len(y)} noise-free inputs"))
+        figures += [figure(f"{name}: {conventions.CLASS_NAMES[k]} right", 100 * right[y == k].mean(), "%")
+                    for k in range(conventions.N_CLASSES) if np.any(y == k)]
+    path = record("coarse_rasters", figures, str(dataset.attrs.get("profile", "unknown")), {
+        "data": str(args.data), "model": str(args.model or default_model_path()), "model_kind": model.kind,
+        "stride": args.stride, "seed": args.seed},
+        title="Coarse rasters: one-cell inputs of held-out specimens, whole rasters against sub-rasters",
+        results_dir=args.results_dir)
+    print(f"recorded {path}")
 
 
 if __name__ == "__main__":

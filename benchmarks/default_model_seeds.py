@@ -14,8 +14,9 @@ no seed trained on (slow: every model runs over every scan again; models of mean
 
 Usage: python benchmarks/default_model_seeds.py [--kind cnn-stack] [--data data/robust.zarr] [--profile robust]
        [--seeds 888 1212 3000 5000 7000] [--workdir .cache/polar4d/default_model_seeds] [--mean]
-       [--min-electrons E]
-Takes about 13 min per seed to train cnn-cls on 2 cores. Prints measured figures; nothing is asserted.
+       [--min-electrons E] [--results-dir results/benchmarks]
+Takes about 13 min per seed to train cnn-cls on 2 cores. Prints measured figures and records them in
+results/benchmarks/default_model_seeds.json (:func:`polar4d_lib.benchmarking.record`); nothing is asserted.
 """
 
 from __future__ import annotations
@@ -113,7 +114,28 @@ def print_table(results: dict[int, tuple[float, list[dict]]]) -> int:
     return max(table, key=lambda t: t[2])[0]
 
 
-def main() -> None:
+def seed_figures(name: str, results: dict[int, tuple[float, list[dict]]]) -> list[dict]:
+    """The figures :func:`print_table` prints for one set of scans: each seed's share of all patterns right,
+    and the mean and std over the seeds of the holdout, of all patterns and of each scan step."""
+    from polar4d_lib.benchmarking import figure
+
+    out = [figure(f"{name} scans, seed {seed}: patterns right", 100 * realistic.summary(rows)["mean_share_correct"], "%")
+           for seed, (_, rows) in results.items()]
+    columns: dict[str, list[float]] = {"holdout": [h for h, _ in results.values()],
+                                       "patterns right": [realistic.summary(r)["mean_share_correct"] for _, r in results.values()]}
+    for _, rows in results.values():
+        for step, summary in realistic.summary_by_step(rows).items():
+            columns.setdefault(f"patterns right at {step:.3f} Å", []).append(summary["mean_share_correct"])
+    for quantity, values in columns.items():
+        out.append(figure(f"{name} scans: {quantity}, mean over seeds", 100 * float(np.mean(values)), "%", f"{len(values)} seeds"))
+        if len(values) > 1:
+            out.append(figure(f"{name} scans: {quantity}, std over seeds", 100 * float(np.std(values, ddof=1)), "%"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from polar4d_lib.benchmarking import RESULTS_DIR, record
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     shipped = shipped_card()
     parser.add_argument("--kind", default=shipped["chosen"] if shipped else "cnn-cls",
@@ -125,7 +147,9 @@ def main() -> None:
     parser.add_argument("--mean", action="store_true", help="also score the mean of the seeds' probabilities")
     parser.add_argument("--min-electrons", type=float, default=None,
                         help="score every seed with this many electrons per window (default: each model's own)")
-    args = parser.parse_args()
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where default_model_seeds.json is written")
+    args = parser.parse_args(argv)
+    figures = []
     if args.mean and args.kind in STACK_KINDS:
         raise SystemExit(f"--mean averages models of position means; {args.kind} reads cell stacks: leave --mean out")
     workdir = Path(args.workdir)
@@ -151,6 +175,7 @@ def main() -> None:
         print(f"\n{name} scans (seed {ranges.seed}, disorder seeds {list(ranges.disorder_seeds)}"
               + ("; nothing is chosen on them):" if name == "test" else "):"))
         best = print_table({seed: (cards[seed]["holdout"]["accuracy"], r) for seed, r in rows.items()})
+        figures += seed_figures(name, {seed: (cards[seed]["holdout"]["accuracy"], r) for seed, r in rows.items()})
         print(f"most robust (the share of all realistic patterns right, default-model's criterion): seed {best}")
         if name == "choosing":
             chosen_seed = best
@@ -163,6 +188,10 @@ def main() -> None:
         rows = realistic.score_scans(mean, scans)
         print(row(f"mean of {len(runs)}", None, realistic.summary_by_step(rows), realistic.summary(rows)["mean_share_correct"])
               + "   (no holdout: the seeds held out different specimens)")
+    recorded = record("default_model_seeds", figures, args.profile, {
+        "kind": args.kind, "data": str(args.data), "seeds": list(args.seeds), "min_electrons": args.min_electrons},
+        title=f"Seed spread of the {args.kind} default-model recipe", results_dir=args.results_dir)
+    print(f"recorded {recorded}")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ the shipped one) the share of patterns right and the scans with the right majori
 scan below the 95 % aim. Nothing is chosen on these scans.
 
 Usage: python benchmarks/off_grid_scans.py [--model data/default_model.pt] [--profile robust]
-       [--steps 0.4 0.6 0.75] [--thicknesses 20 40] [--seed 2031] [--workers 2]
+       [--steps 0.4 0.6 0.75] [--thicknesses 20 40] [--seed 2031] [--workers 2] [--results-dir results/benchmarks]
 Simulating 8 specimens per step takes about 10 min per step on one core (cached in .cache/polar4d/scans);
-``--workers`` simulates specimens in parallel processes. Prints measured figures; nothing is asserted.
+``--workers`` simulates specimens in parallel processes. Prints measured figures and records them in
+results/benchmarks/off_grid_scans.json (:func:`polar4d_lib.benchmarking.record`); nothing is asserted.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def off_grid_ranges(profile: str, step_A: float, thicknesses_nm: tuple[float, ..
                    specimens_per_class=1, strides=(1,), random_origin=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from polar4d_lib.benchmarking import RESULTS_DIR, figure, record
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="a model file (default: the shipped default model)")
     parser.add_argument("--profile", default="robust")
@@ -46,7 +49,9 @@ def main() -> None:
     parser.add_argument("--thicknesses", type=float, nargs="+", default=[20.0, 40.0], help="thicknesses (nm)")
     parser.add_argument("--seed", type=int, default=2031)
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where off_grid_scans.json is written")
+    args = parser.parse_args(argv)
+    figures = []
     path = args.model or default_model_path()
     model = load_model(path)
     all_ranges = [off_grid_ranges(args.profile, s, args.thicknesses, args.seed) for s in args.steps]
@@ -62,6 +67,9 @@ def main() -> None:
         print(f"step {ranges.step_A:.3g} Å (a/{realistic.RealisticScanSpec.a_A / ranges.step_A:.2f}), {s['scans']} scans: "
               f"{100 * s['mean_share_correct']:.1f} % of patterns right, worst scan {100 * s['min_share_correct']:.1f} %, "
               f"majority right on {100 * s['majority_correct']:.0f} %")
+        figures += [figure(f"step {ranges.step_A:.3g} Å: patterns right", 100 * s["mean_share_correct"], "%", f"{s['scans']} scans"),
+                    figure(f"step {ranges.step_A:.3g} Å: worst scan", 100 * s["min_share_correct"], "%"),
+                    figure(f"step {ranges.step_A:.3g} Å: scans with the right majority", 100 * s["majority_correct"], "%")]
         for r in scored:
             if r["share_correct"] < TARGET_SHARE or not r["majority_correct"]:
                 print(f"    {r['scan']}: {100 * r['share_correct']:.1f} % right, majority {r['majority_class']}, "
@@ -71,6 +79,13 @@ def main() -> None:
     s = realistic.summary(rows)
     print(f"all {s['scans']} scans: {100 * s['mean_share_correct']:.1f} % of patterns right, "
           f"majority right on {100 * s['majority_correct']:.1f} %")
+    figures += [figure("all steps: patterns right", 100 * s["mean_share_correct"], "%", f"{s['scans']} scans"),
+                figure("all steps: scans with the right majority", 100 * s["majority_correct"], "%")]
+    recorded = record("off_grid_scans", figures, args.profile, {
+        "model": str(path), "model_kind": model.kind, "steps_A": list(args.steps), "thicknesses_nm": list(args.thicknesses),
+        "seed": args.seed, "disorder_seeds": list(all_ranges[0].disorder_seeds)},
+        title="Off-grid scan steps: realistic scans at steps that do not divide the cell", results_dir=args.results_dir)
+    print(f"recorded {recorded}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Patterns per second: the randomised PRISM builder against plain multislice on the same specimen.
 
-Usage: python benchmarks/simulation_speed.py [--lateral-cells 4] [--thickness-nm 20] [--patterns 256]
-Prints measured figures; nothing is asserted (speed goals live here, not in tests).
+Usage: python benchmarks/simulation_speed.py [--lateral-cells 4] [--thickness-nm 20] [--patterns 1024]
+       [--profile NAME] [--results-dir results/benchmarks]
+Prints measured figures and records them in results/benchmarks/simulation_speed.json
+(:func:`polar4d_lib.benchmarking.record`); nothing is asserted (speed goals live here, not in tests).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import time
 import dask
 import numpy as np
 
+from polar4d_lib.benchmarking import RESULTS_DIR, figure, record
 from polar4d_lib.simulation import (
     PrismSpecimen, ProbeSettings, SimulationSettings, multislice_patterns, random_positions,
 )
 from polar4d_lib.structure import knn_supercell
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lateral-cells", type=int, default=4)
     p.add_argument("--thickness-nm", type=float, default=20.0)
@@ -26,7 +29,9 @@ def main() -> None:
     p.add_argument("--multislice-patterns", type=int, default=32)
     p.add_argument("--positions-per-setting", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args()
+    p.add_argument("--profile", default="custom", help="the profile recorded with the figures (polar4d benchmark passes it)")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR), help="where simulation_speed.json is written")
+    args = p.parse_args(argv)
 
     settings = SimulationSettings()
     specimen = knn_supercell(0, args.lateral_cells, args.thickness_nm, seed=args.seed)
@@ -73,6 +78,26 @@ def main() -> None:
     print(f"randomised build  {n_batch / total:.1f} patterns/s including the S-matrix vs {1 / per_ms:.1f} by multislice "
           f"({per_ms * n_batch / total:.1f}×); break-even at {t_build / (per_ms - t_batch / n_batch):.0f} patterns per specimen")
     print(f"max |PRISM − multislice| / max = {err:.2e}")
+    figures = [
+        figure("S-matrix build (once per specimen)", t_build, "s"),
+        figure("S-matrix size", prism.nbytes / 1e6, "MB"),
+        figure("PRISM, builder: time per pattern", t_batch / n_batch * 1e3, "ms",
+               f"{n_settings} random probe settings × {args.positions_per_setting} random positions"),
+        figure("PRISM, builder: patterns per second", n_batch / t_batch, "patterns/s"),
+        figure("PRISM, own aberrations per pattern: time per pattern", t_single / m * 1e3, "ms"),
+        figure("multislice, one probe: time per pattern", per_ms * 1e3, "ms", f"{m} positions in one scan"),
+        figure("randomised build incl. the S-matrix: patterns per second", n_batch / total, "patterns/s"),
+        figure("randomised build incl. the S-matrix against multislice", per_ms * n_batch / total, "×"),
+        figure("max |PRISM − multislice| / max", err, "fraction of the maximum"),
+    ]
+    if per_ms > t_batch / n_batch:  # no break-even where PRISM per pattern is not faster
+        figures.insert(-1, figure("break-even", t_build / (per_ms - t_batch / n_batch), "patterns per specimen"))
+    path = record("simulation_speed", figures, args.profile, {
+        "lateral_cells": args.lateral_cells, "thickness_nm": float(specimen.thickness_nm), "atoms": len(specimen.atoms),
+        "patterns": args.patterns, "multislice_patterns": m, "positions_per_setting": args.positions_per_setting,
+        "seed": args.seed, "scheduler": "dask synchronous (1 core)"},
+        title="Simulation speed: randomised PRISM builder against plain multislice", results_dir=args.results_dir)
+    print(f"recorded {path}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ another K/Na disorder seed. Each difference is printed as the relative L1 distan
 (the polarity signal: a centrosymmetric crystal gives a Friedel-symmetric PACBED in the kinematic limit).
 
 Usage: python benchmarks/tilt_vs_polarization.py [--variant 0] [--cells 2] [--thicknesses 15.8 31.6 47.4]
-Prints measured figures; nothing is asserted.
+       [--profile NAME] [--results-dir results/benchmarks]
+Prints measured figures and records them in results/benchmarks/tilt_vs_polarization.json
+(:func:`polar4d_lib.benchmarking.record`); nothing is asserted.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 import numpy as np
 
 from polar4d_lib import conventions
+from polar4d_lib.benchmarking import RESULTS_DIR, figure, record
 from polar4d_lib.simulation import PrismSpecimen, ProbeSettings, SimulationSettings, cell_grid_positions
 from polar4d_lib.structure import knn_supercell
 
@@ -55,7 +58,7 @@ def distances(ref: np.ndarray, other: np.ndarray, flip: np.ndarray) -> tuple[np.
     return 100 * np.abs(diff).sum(axis=(1, 2)) / total, 100 * np.abs(odd).sum(axis=(1, 2)) / total, 2 * along
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", type=int, default=0, help="polarization variant 0–11 (conventions.VARIANTS)")
     p.add_argument("--cells", type=int, default=2, help="lateral cells of the periodic supercell")
@@ -63,7 +66,9 @@ def main() -> None:
     p.add_argument("--tilts", type=float, nargs="+", default=[0.1, 0.25, 0.5], help="mistilt along x, mrad")
     p.add_argument("--grid", type=int, default=8, help="positions per cell edge")
     p.add_argument("--phonons", type=int, default=0, help="frozen-phonon configurations (0 = static)")
-    args = p.parse_args()
+    p.add_argument("--profile", default="custom", help="the profile recorded with the figures (polar4d benchmark passes it)")
+    p.add_argument("--results-dir", default=str(RESULTS_DIR), help="where tilt_vs_polarization.json is written")
+    args = p.parse_args(argv)
 
     start = time.perf_counter()
     ref = pacbed(args.variant, (0.0, 0.0), args)
@@ -77,9 +82,20 @@ def main() -> None:
           f"{args.grid}×{args.grid} positions, phonons {args.phonons}; {time.perf_counter() - start:.0f} s")
     head = "".join(f"{t:>20.1f} nm" for t in args.thicknesses)
     print(f"{'change of the PACBED: L1 % (odd part %) [along flip]':52s}{head}")
+    figures = []
     for name, other in rows:
         l1, odd, along = distances(ref, other, flipped - ref)
         print(f"{name:52s}" + "".join(f"{a:>6.2f} ({b:4.2f}) [{c:+5.2f}]" for a, b, c in zip(l1, odd, along)))
+        for t, a, b, c in zip(args.thicknesses, l1, odd, along):
+            figures += [figure(f"{name}, {t:g} nm: change of the PACBED (L1)", a, "%"),
+                        figure(f"{name}, {t:g} nm: its inversion-odd part", b, "%"),
+                        figure(f"{name}, {t:g} nm: along the polarization flip", c, "half flips",
+                               "≥ 1 moves a nearest-mean classifier to the opposite polarization")]
+    path = record("tilt_vs_polarization", figures, args.profile, {
+        "variant": args.variant, "cells": args.cells, "thicknesses_nm": list(args.thicknesses),
+        "tilts_mrad": list(args.tilts), "grid": args.grid, "phonons": args.phonons},
+        title="Mistilt and K/Na disorder against polarization: change of a one-cell PACBED", results_dir=args.results_dir)
+    print(f"recorded {path}")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,31 @@ def _book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _benchmark(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from polar4d_lib import benchmarking
+
+    results_dir = Path(args.results_dir).resolve()
+    plan = benchmarking.plan(args.profile, args.names)
+    failed = []
+    for bench, skipped in plan:
+        if skipped:
+            print(f"skipped {bench.name}: {skipped}")
+            continue
+        command = benchmarking.command(bench, args.profile, results_dir, sys.executable)
+        print(f"running {bench.name}: {' '.join(shlex.quote(c) for c in command[1:])}", flush=True)
+        if subprocess.run(command, cwd=benchmarking.ROOT).returncode != 0:
+            failed.append(bench.name)
+            continue
+        for name in bench.outputs():
+            print(f"wrote {results_dir / f'{name}.json'}")
+    if failed:
+        print(f"polar4d benchmark: failed: {', '.join(failed)} (their output is above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block), exit status 2."""
 
@@ -252,6 +277,16 @@ def parser() -> argparse.ArgumentParser:
     bk.add_argument("--force", action="store_true", help="re-execute notebooks even when up to date")
     bk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     bk.set_defaults(func=_book)
+
+    from polar4d_lib import benchmarking
+
+    be = sub.add_parser("benchmark", help="run the benchmarks that fit a profile; each writes results/benchmarks/<name>.json")
+    be.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"benchmarks to run (default: all that fit the profile): {', '.join(benchmarking.BENCHMARKS)}")
+    be.add_argument("--profile", choices=benchmarking.profiles(), default="smoke",
+                    help="the sizes to run at (smoke: a minute or two on 2 cores)")
+    be.add_argument("--results-dir", default=str(benchmarking.RESULTS_DIR), help="where the JSON files go")
+    be.set_defaults(func=_benchmark)
     return p
 
 
