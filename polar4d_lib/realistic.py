@@ -6,8 +6,9 @@ probe that has its own defocus, astigmatism and Cs, at a thickness series; :func
 one per class (or ``specimens_per_class``) from the ranges of ``shared/CONVENTIONS.md`` (15–50 nm, ±5 nm
 defocus, ≤ 0.5 mrad mistilt), seeded. :func:`realistic_scans` simulates them (PRISM, cached like the wall scans) and records
 each thickness through a random detector (:class:`polar4d_lib.acquisition.Acquisition`: dose 10^3–10^5
-e/pattern, 0.5–2 mrad/px, 64–256 px, centre offset, PSF, background) into :class:`~polar4d_lib.io.Scan`
-objects, half of them without a known scan step. :func:`score_scans` runs a model over them the way
+e/pattern, 0.5–2 mrad/px, 64–256 px, centre offset; a PSF, background and dark noise only where the ranges
+set them, which no profile does, so the scans have none, and no scan rotation) into
+:class:`~polar4d_lib.io.Scan` objects, half of them without a known scan step. :func:`score_scans` runs a model over them the way
 ``polar4d predict`` does and scores every scan: share of patterns right and the majority class.
 """
 
