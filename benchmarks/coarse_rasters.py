@@ -21,19 +21,18 @@ import time
 
 import numpy as np
 
-from polar4d_lib import conventions, pacbed, study
+from polar4d_lib import conventions, inputs, pacbed, study
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models import load_model
-from polar4d_lib.predict import is_stack_model
 
 
 def raster_inputs(dataset, indices: np.ndarray, stride: int, bins: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Means (M, Qx, Qy) of every stride-``stride`` sub-raster of each group among ``indices`` — or, with
     ``bins``, their cell stacks (M, bins², Qx, Qy) (:func:`pacbed.cell_stack`, for a stack model) — and
     their labels."""
-    groups = study.position_groups(dataset)[indices]
-    raster = study.raster_indices(dataset, (stride,))[indices]
+    groups = inputs.position_groups(dataset)[indices]
+    raster = inputs.raster_indices(dataset, (stride,))[indices]
     patterns, labels = dataset["patterns"][indices], dataset["label"][indices]
     side = math.isqrt(int(dataset.attrs["parameters"]["positions_per_setting"])) // stride
     inputs, truth = [], []
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     for stride in (1, args.stride):
         start = time.perf_counter()
         try:
-            x, y = raster_inputs(dataset, test, stride, getattr(model, "bins", None) if is_stack_model(model) else None)
+            x, y = raster_inputs(dataset, test, stride, getattr(model, "bins", None) if model.input_kind.folds_cell else None)
         except ValueError as error:  # not a cell_grid dataset, or a stride that does not divide its rasters
             raise SystemExit(f"{args.data}: {error}") from None
         right = model.predict(x, sampling) == y

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from polar4d_lib import realistic, study
+from polar4d_lib import conventions, inputs, realistic, study
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.default_model import build_default_model
-from polar4d_lib.models import STACK_KINDS, load_model
+from polar4d_lib.models import load_model
 from polar4d_lib.models.base import circular_mean_deg
 
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where default_model_seeds.json is written")
     args = parser.parse_args(argv)
     figures = []
-    if args.mean and args.kind in STACK_KINDS:
+    if args.mean and inputs.of_model_kind(args.kind, conventions.A_A).folds_cell:  # a default model reads one-cell windows
         raise SystemExit(f"--mean averages models of position means; {args.kind} reads cell stacks: leave --mean out")
     workdir = Path(args.workdir)
     runs = {seed: seed_run(args.kind, args.data, args.profile, seed, workdir) for seed in args.seeds}

@@ -121,7 +121,7 @@ fig
 # %% tags=["hide-input"]
 # The explorer of section 4 computes each model's maps once per scan and dose; this section reads them.
 for kind, model in list(fitted.items()):
-    reason = predict.refusal(model, first)  # e.g. a stack model on a scan coarser than its parts
+    reason = model.input_kind.refusal(model, first)  # e.g. a stack model on a scan coarser than its parts
     if reason is not None:
         print(f"{kind} left out: {reason}")
         del fitted[kind]

@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from polar4d_lib import conventions, models, realistic
+from polar4d_lib import conventions, inputs, models, realistic
 from polar4d_lib.cli import default_model_path
 
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
@@ -135,7 +135,7 @@ else:
         f"λ/(2α) = {limit:.2f} Å ({beam.energy_kev:g} keV, {beam.semiangle_mrad:g} mrad) average a cell the same "
         "wherever the raster sits (chapter **simulation**, section 4)"
         + ("; the chosen model does not average a cell, it keeps the cell's parts apart (`pacbed.cell_stack`). "
-           if card["chosen"] in models.STACK_KINDS else ". ")
+           if inputs.of_model_kind(card["chosen"], card["preprocessor"].get("average_window_A")).folds_cell else ". ")
         + ("The *independent test* scans are a second draw (other specimens, aberrations, detectors and K/Na "
            "disorder) on which nothing was chosen (not the candidate, its electrons per window or the seed): the "
            "unbiased figures."

@@ -25,21 +25,24 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from polar4d_lib import config, conventions, models, profiles, realistic, study
+from polar4d_lib import config, conventions, inputs, models, profiles, realistic, study
 from polar4d_lib.atomic import atomic_write
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "cnn-cls", "pca-knn", "physics")
 
 
 def candidates_for(profile: str) -> tuple[str, ...]:
-    """The candidates of ``profile``: ``DEFAULT_CANDIDATES``, and the stack CNN where the profile has a
-    ``stack_model`` section (its recipe; it needs a ``cell_grid`` dataset)."""
-    return DEFAULT_CANDIDATES + (models.STACK_KINDS if profiles.section(profile, "stack_model") else ())
+    """The candidates of ``profile``: ``DEFAULT_CANDIDATES``, and every other known kind whose recipe has a
+    section of its own (:func:`training_stage`) that the profile sets (the stack CNN's ``stack_model``; it
+    needs a ``cell_grid`` dataset)."""
+    own = [k for k in models.KNOWN_KINDS if k not in DEFAULT_CANDIDATES and training_stage(k) != "default_model"]
+    return DEFAULT_CANDIDATES + tuple(k for k in own if profiles.section(profile, training_stage(k)))
 
 
 def training_stage(kind: str) -> str:
-    """The profile section a candidate's recipe comes from."""
-    return "stack_model" if kind in models.STACK_KINDS else "default_model"
+    """The profile section a candidate's recipe comes from: its input kind's (:mod:`polar4d_lib.inputs`;
+    every candidate reads windows of one cell)."""
+    return inputs.of_model_kind(kind, conventions.A_A).recipe_section
 
 
 def _check_profile(profile: str) -> None:
@@ -283,7 +286,7 @@ def model_card(numbers: dict[str, Any]) -> str:
     """The model card (Markdown) of :func:`build_default_model`'s numbers."""
     chosen = next(c for c in numbers["candidates"] if c["kind"] == numbers["chosen"])
     h, r = chosen["holdout"], chosen["realistic"]
-    stacks = numbers["chosen"] in models.STACK_KINDS
+    stacks = inputs.of_model_kind(numbers["chosen"], numbers["preprocessor"].get("average_window_A")).folds_cell
     cell_stacks = (numbers.get("train_settings") or {}).get("cell_stacks") or {}
     bins = cell_stacks.get("bins", 4) if stacks else None
     lines = [

@@ -181,15 +181,16 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, dataset_label: Any = None,
 
 def evaluate(model: Any, patterns: np.ndarray, labels: np.ndarray, sampling_mrad: float,
              dataset_label: Any = None) -> dict[str, Any]:
-    """Score a fitted model on raw patterns (N, Qx, Qy) at ``sampling_mrad`` mrad/px.
+    """Score a fitted model on its raw inputs at ``sampling_mrad`` mrad/px: patterns (N, Qx, Qy), or
+    whatever its input kind makes of them (cell stacks (N, parts, Qx, Qy), :mod:`polar4d_lib.inputs`).
 
     The evaluation path: only ``model.predict`` is called (it replays the model's stored preprocessing,
     never augmentation), then :func:`metrics`. Deterministic for a deterministic model.
     """
     y = _labels(labels, "labels")
-    if np.ndim(patterns) != 3 or len(patterns) != len(y):
-        raise ValueError(f"patterns must be (N, Qx, Qy) with one label each, got {np.shape(patterns)} "
-                         f"and {len(y)} labels")
+    if np.ndim(patterns) < 3 or len(patterns) != len(y):
+        raise ValueError(f"patterns must be (N, Qx, Qy) (or cell stacks (N, parts, Qx, Qy)) with one label each, "
+                         f"got {np.shape(patterns)} and {len(y)} labels")
     pred = np.asarray(model.predict(patterns, sampling_mrad)).astype(np.int64)
     return metrics(y, pred, dataset_label=dataset_label)
 

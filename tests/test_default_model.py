@@ -15,7 +15,7 @@ import pytest
 
 from polar4d_lib import cli, io, pacbed, realistic
 from polar4d_lib.datasets import open_dataset
-from polar4d_lib.models import STACK_KINDS, load_model
+from polar4d_lib.models import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -257,12 +257,12 @@ def test_predict_without_model_uses_the_shipped_model(tmp_path, capsys):
     # one cell of 3.95 Å: 4 positions at 0.9875 Å, times whole cells until the window holds the electrons
     # the model asks for at this scan's dose (at most the scan), folded at a period of 4 positions
     n, _ = pacbed.window_px(3.95, 0.9875, item.scan.data, shipped.preprocessor.average_min_electrons,
-                            whole_cell=shipped.kind in STACK_KINDS)
+                            whole_cell=shipped.input_kind.folds_cell)
     assert n % 4 == 0 and f"{n} × {n} positions" in out
     metadata = io.read_predictions(tmp_path / "pred.npz")["metadata"]
     assert metadata["model_kind"] == shipped.kind
     assert metadata["average_window_px"] == n
-    if shipped.kind in STACK_KINDS:  # keeps the cell's parts apart: nothing aliases, nothing to warn about
+    if shipped.input_kind.folds_cell:  # keeps the cell's parts apart: nothing aliases, nothing to warn about
         assert metadata["cell_period_px"] == pytest.approx(4.0) and metadata["coarse_step_warning"] is None
         # a step of a/2 leaves 2 positions per cell side: refused, naming the step that works
         code = cli.main(["predict", str(tmp_path / "scan.npy"), "--out", str(tmp_path / "coarse.npz"),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from polar4d_lib import conventions, models, pacbed, study
+from polar4d_lib import conventions, inputs, models, pacbed, study
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.io import Scan
 from polar4d_lib.models.networks import build_network
@@ -41,7 +41,7 @@ def trained(grid_dataset):
 def _rasters(path) -> tuple[np.ndarray, np.ndarray]:
     """Every probe setting's 4 × 4 raster (G, 4, 4, Qx, Qy) in raster order and its class."""
     ds = open_dataset(path)
-    groups = study.position_groups(ds)
+    groups = inputs.position_groups(ds)
     raster = pacbed.raster_index(ds["position_frac"], groups, 4)
     out, labels = [], []
     for g in np.unique(groups):
@@ -124,20 +124,20 @@ def test_off_grid_training_stacks_are_added_per_training_raster_with_their_class
     plain = study.TrainSettings.for_profile("robust", SMALL, stage="stack_model")
     extra = {**SMALL, "cell_stacks": {**SMALL["cell_stacks"], "off_grid_per_raster": 3, "off_grid_periods": [4.0, 6.5]}}
     settings = study.TrainSettings.for_profile("robust", extra, stage="stack_model")
-    (x0, y0), _, (t0, u0) = study.cell_stack_parts(ds, split, plain, "robust", 888)
-    (x1, y1), _, (t1, u1) = study.cell_stack_parts(ds, split, settings, "robust", 888)
-    groups = study.position_groups(ds)
+    (x0, y0), _, (t0, u0) = inputs.cell_stack_parts(ds, split, plain, "robust", 888)
+    (x1, y1), _, (t1, u1) = inputs.cell_stack_parts(ds, split, settings, "robust", 888)
+    groups = inputs.position_groups(ds)
     rasters = {g: int(ds["label"][np.flatnonzero(groups == g)[0]]) for g in np.unique(groups[split.train])}
     per_class = np.bincount(list(rasters.values()), minlength=conventions.N_CLASSES)
     assert x1.shape[1:] == x0.shape[1:] and len(x1) == len(x0) + 3 * len(rasters)
     np.testing.assert_array_equal(np.bincount(y1, minlength=8), np.bincount(y0, minlength=8) + 3 * per_class)
     np.testing.assert_array_equal(t1, t0)  # the holdout stays the exact rasters' folds
     np.testing.assert_array_equal(u1, u0)
-    again = study.cell_stack_parts(ds, split, settings, "robust", 888)[0][0]
+    again = inputs.cell_stack_parts(ds, split, settings, "robust", 888)[0][0]
     np.testing.assert_array_equal(again, x1)  # seeded
     bad = {**SMALL, "cell_stacks": {**SMALL["cell_stacks"], "off_grid_per_raster": 1, "off_grid_periods": [3.0, 6.0]}}
     with pytest.raises(ValueError, match="off_grid_periods"):
-        study.cell_stack_parts(ds, split, study.TrainSettings.for_profile("robust", bad, stage="stack_model"), "robust", 888)
+        inputs.cell_stack_parts(ds, split, study.TrainSettings.for_profile("robust", bad, stage="stack_model"), "robust", 888)
 
 
 def test_only_the_custom_cnn_takes_several_channels():
@@ -242,17 +242,16 @@ def test_predict_with_a_stack_model_refuses_scans_it_cannot_fold(trained, grid_d
 def test_a_lattice_period_read_just_below_the_parts_is_taken_as_them(trained, grid_dataset, monkeypatch):
     """The period read from a scan is known to about ±0.1 position: an a/4 scan read as 3.9 is folded at 4;
     one read as 3.7 (a coarser step) is refused like a given step of that size."""
-    from polar4d_lib import predict
 
     model, _ = trained
     scan = Scan(np.tile(_rasters(grid_dataset)[0][0] * 1e6, (3, 3, 1, 1)), q_sampling_mrad=1.5)
     monkeypatch.setattr(pacbed, "lattice_period_px", lambda data: 3.9)
-    period, how = predict.cell_period_px(model, scan)
+    period, how = model.input_kind.cell_period_px(model, scan)
     assert period == 4.0 and "3.90 positions taken as 4" in how
     assert predict_scan(model, scan).metadata["cell_period_px"] == 4.0
     monkeypatch.setattr(pacbed, "lattice_period_px", lambda data: 3.7)
     with pytest.raises(ValueError, match="3.70 probe positions per unit cell .* needs at least 4"):
-        predict.cell_period_px(model, scan)
+        model.input_kind.cell_period_px(model, scan)
 
 
 def test_stack_training_needs_its_recipe_and_cell_rasters(grid_dataset, smoke_dataset):

@@ -9,12 +9,11 @@ from polar4d_lib.models.base import REGISTRY, PolarizationModel, load_model, reg
 
 NETWORK_KINDS = tuple(f"{e}-{h}" for e in ("cnn", "resnet", "vgg") for h in ("cls", "reg", "proto"))
 ALL_KINDS = NETWORK_KINDS + ("pca-knn", "physics")
-#: Networks on cell stacks (N, bins², Qx, Qy) rather than patterns: trained from ``cell_grid`` rasters.
-STACK_KINDS = (stack.KIND,)
-#: The kinds trained as networks (``training.fit``: checkpoints, resumable).
-NEURAL_KINDS = NETWORK_KINDS + STACK_KINDS
+#: The kinds trained as networks (``training.fit``: checkpoints, resumable): the study's and the CNN on cell
+#: stacks (N, bins², Qx, Qy), which reads its own input kind (:mod:`polar4d_lib.inputs`).
+NEURAL_KINDS = NETWORK_KINDS + (stack.KIND,)
 #: Every kind ``create`` and ``polar4d train`` know: the study's, the linear classifier and the stack CNN.
-KNOWN_KINDS = ALL_KINDS + ("linear",) + STACK_KINDS
+KNOWN_KINDS = ALL_KINDS + ("linear", stack.KIND)
 
 
 def create(kind: str, **kwargs) -> PolarizationModel:
@@ -25,4 +24,4 @@ def create(kind: str, **kwargs) -> PolarizationModel:
     return cls(kind=kind, **kwargs) if len(cls.kinds) > 1 else cls(**kwargs)
 
 
-__all__ = ["ALL_KINDS", "KNOWN_KINDS", "NETWORK_KINDS", "NEURAL_KINDS", "STACK_KINDS", "PolarizationModel", "REGISTRY", "create", "load_model", "register"]
+__all__ = ["ALL_KINDS", "KNOWN_KINDS", "NETWORK_KINDS", "NEURAL_KINDS", "PolarizationModel", "REGISTRY", "create", "load_model", "register"]

@@ -37,6 +37,9 @@ class PolarizationModel:
 
     kinds: ClassVar[tuple[str, ...]] = ()
     suffix: ClassVar[str] = ".npz"
+    #: What the class reads, as :mod:`polar4d_lib.inputs` names it: ``"patterns"`` (one each, or window means
+    #: where the preprocessor records ``average_window_A``) or another input kind's ``reads``.
+    reads: ClassVar[str] = "patterns"
 
     def __init__(self, kind: str, preprocessor: Any, metadata: dict[str, Any] | None = None) -> None:
         if kind not in self.kinds:
@@ -44,6 +47,13 @@ class PolarizationModel:
         self.kind = kind
         self.preprocessor = preprocessor
         self.metadata: dict[str, Any] = dict(metadata or {})
+
+    @property
+    def input_kind(self) -> Any:
+        """How a scan or a dataset becomes this model's inputs (:func:`polar4d_lib.inputs.for_model`)."""
+        from polar4d_lib import inputs
+
+        return inputs.for_model(self)
 
     # --- the estimator interface -------------------------------------------------------------
     def fit(self, patterns: np.ndarray, labels: np.ndarray, sampling_mrad: float, **kwargs: Any) -> "PolarizationModel":

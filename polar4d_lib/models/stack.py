@@ -27,8 +27,8 @@ part is one probe position, at a/8 the mean of 2 × 2, at low dose (a window of 
   as a ``.pt`` state dict read with ``weights_only=True``.
 
 ``polar4d predict`` folds each window of a scan with the scan's lattice period (cell over step, else
-:func:`polar4d_lib.pacbed.lattice_period_px`; :mod:`polar4d_lib.predict`). Training stacks come from a
-``cell_grid`` dataset's rasters (:func:`polar4d_lib.study.cell_stack_parts`).
+:func:`polar4d_lib.pacbed.lattice_period_px`): the model's input kind, :class:`polar4d_lib.inputs.CellStacks`. Training stacks come from a
+``cell_grid`` dataset's rasters (:func:`polar4d_lib.inputs.cell_stack_parts`).
 """
 
 from __future__ import annotations
@@ -123,6 +123,7 @@ class CellStackModel(NeuralModel):
     """The custom CNN on cell stacks (N, bins², Qx, Qy) (module docstring); classes 0–7."""
 
     kinds = (KIND,)
+    reads = "cell-stacks"
 
     def __init__(self, kind: str = KIND, preprocessor: Preprocessor | None = None, bins: int = 4,
                  augmentation: AugmentationConfig | None = None, d4_average: bool = True, half_cell: bool = True,
