@@ -114,22 +114,23 @@ def print_table(results: dict[int, tuple[float, list[dict]]]) -> int:
     return max(table, key=lambda t: t[2])[0]
 
 
-def seed_figures(name: str, results: dict[int, tuple[float, list[dict]]]) -> list[dict]:
+def seed_figures(name: str, results: dict[int, tuple[float, list[dict]]], holdout: bool) -> list[dict]:
     """The figures :func:`print_table` prints for one set of scans: each seed's share of all patterns right,
-    and the mean and std over the seeds of the holdout, of all patterns and of each scan step."""
+    and the mean and std over the seeds of all patterns and of each scan step (and, with ``holdout``, of the
+    holdout accuracy, each seed on its own held-out specimens)."""
     from polar4d_lib.benchmarking import figure
 
     out = [figure(f"{name} scans, seed {seed}: patterns right", 100 * realistic.summary(rows)["mean_share_correct"], "%")
            for seed, (_, rows) in results.items()]
-    columns: dict[str, list[float]] = {"holdout": [h for h, _ in results.values()],
-                                       "patterns right": [realistic.summary(r)["mean_share_correct"] for _, r in results.values()]}
+    columns: dict[str, list[float]] = {"holdout": [h for h, _ in results.values()]} if holdout else {}
+    columns[f"{name} scans: patterns right"] = [realistic.summary(r)["mean_share_correct"] for _, r in results.values()]
     for _, rows in results.values():
         for step, summary in realistic.summary_by_step(rows).items():
-            columns.setdefault(f"patterns right at {step:.3f} Å", []).append(summary["mean_share_correct"])
+            columns.setdefault(f"{name} scans: patterns right at {step:.3f} Å", []).append(summary["mean_share_correct"])
     for quantity, values in columns.items():
-        out.append(figure(f"{name} scans: {quantity}, mean over seeds", 100 * float(np.mean(values)), "%", f"{len(values)} seeds"))
+        out.append(figure(f"{quantity}, mean over seeds", 100 * float(np.mean(values)), "%", f"{len(values)} seeds"))
         if len(values) > 1:
-            out.append(figure(f"{name} scans: {quantity}, std over seeds", 100 * float(np.std(values, ddof=1)), "%"))
+            out.append(figure(f"{quantity}, std over seeds", 100 * float(np.std(values, ddof=1)), "%"))
     return out
 
 
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{name} scans (seed {ranges.seed}, disorder seeds {list(ranges.disorder_seeds)}"
               + ("; nothing is chosen on them):" if name == "test" else "):"))
         best = print_table({seed: (cards[seed]["holdout"]["accuracy"], r) for seed, r in rows.items()})
-        figures += seed_figures(name, {seed: (cards[seed]["holdout"]["accuracy"], r) for seed, r in rows.items()})
+        figures += seed_figures(name, {seed: (cards[seed]["holdout"]["accuracy"], r) for seed, r in rows.items()},
+                                holdout=name == "choosing")
         print(f"most robust (the share of all realistic patterns right, default-model's criterion): seed {best}")
         if name == "choosing":
             chosen_seed = best
