@@ -136,3 +136,17 @@ def test_committed_records_hold_the_schema(path):
     data = json.loads(path.read_text())
     check_schema(data)
     assert data["name"] == path.stem
+
+
+def test_readme_commands_are_the_readmes():
+    """benchmarks/readme_commands.py times exactly the README's two set-up commands (and CI runs the second)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_commands", benchmarking.ROOT / "benchmarks" / "readme_commands.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (benchmarking.ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
+    assert [cmd for _, cmd in module.COMMANDS] == blocks[:2]
+    assert module.COMMANDS[1][1] in (benchmarking.ROOT / ".ci" / "run").read_text()
+    assert module.pytest_counts("x\n512 passed, 3 skipped in 539.21s (0:08:59)\n") == {"passed": 512, "skipped": 3}
