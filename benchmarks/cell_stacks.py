@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from polar4d_lib import conventions, detector, inputs, pacbed, study
+from polar4d_lib import conventions, detector, evaluation, inputs, pacbed
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models.networks import custom_cnn
 from polar4d_lib.models.stack import move_classes, move_stacks, part_operations
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         stacks, y, fracs, members = sub_raster_stacks(dataset, float(dataset.attrs["q_sampling_mrad"]))
     except ValueError as error:  # not a cell_grid dataset, or a raster stride 2 does not divide
         raise SystemExit(f"{args.data}: {error}") from None
-    test = np.isin(members[:, 0], study.make_split(dataset, "blocked", args.seed).test)
+    test = np.isin(members[:, 0], evaluation.make_split(dataset, "blocked", args.seed).test)
     print(f"{args.data}: {len(y)} stride-{STRIDE} sub-rasters of 16 positions, {test.sum()} of held-out specimens "
           f"({time.perf_counter() - start:.0f} s to build)")
     print(f"{'electrons':>10} | {'input':>36} | {'all':>6} | " + " | ".join(f"{c:>4}" for c in conventions.CLASS_NAMES) + " | s")

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from polar4d_lib import conventions, inputs, pacbed, study
+from polar4d_lib import conventions, evaluation, inputs, pacbed
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models import load_model
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     figures = []
     dataset = open_dataset(args.data)
     model = load_model(args.model or default_model_path())
-    test = study.make_split(dataset, "blocked", args.seed).test
+    test = evaluation.make_split(dataset, "blocked", args.seed).test
     sampling = float(dataset.attrs["q_sampling_mrad"])
     print(f"model {model.kind} ({args.model or default_model_path()}); held-out specimens of {args.data}")
     print(f"{'raster':>22} | {'all':>6} | " + " | ".join(f"{n:>5}" for n in conventions.CLASS_NAMES) + " | inputs | s")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polar4d_lib import conventions, inputs, realistic, study
+from polar4d_lib import conventions, experiments, inputs, realistic
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.default_model import build_default_model
 from polar4d_lib.models import load_model
@@ -90,7 +90,7 @@ def scored_scans(path: Path, ranges: realistic.RealisticRanges, scans: list, cac
         scans.extend(realistic.realistic_scans(ranges))
     rows = realistic.score_scans(model, scans)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    study.write_json({"key": key, "rows": rows}, cache)
+    experiments.write_json({"key": key, "rows": rows}, cache)
     return rows
 
 

@@ -60,7 +60,7 @@ embedding_kind = "cnn-proto"  # the network whose prototype embedding is drawn i
 # %% [markdown]
 # Parameters left at `None` take the profile's value. The training sizes (epochs, batch size, early-stopping
 # patience, seeds, network depths, whether training is augmented or filtered) come from the `train` section
-# of `polar4d_lib/profiles.yaml` through `study.TrainSettings`; `train_overrides` changes them here
+# of `polar4d_lib/profiles.yaml` through `recipes.TrainSettings`; `train_overrides` changes them here
 # without touching the file.
 
 # %%
@@ -81,10 +81,11 @@ from polar4d_lib import (
     conventions,
     datasets,
     evaluation,
+    experiments,
     models,
     plotting,
     preprocessing,
-    study,
+    recipes,
     training,
 )
 from polar4d_lib.models import neural
@@ -92,7 +93,7 @@ from polar4d_lib.models import neural
 chapter_start = time.perf_counter()
 dataset_path = f"data/{profile}.zarr" if dataset_path is None else str(dataset_path)
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
-settings = study.TrainSettings.for_profile(profile, train_overrides)
+settings = recipes.TrainSettings.for_profile(profile, train_overrides)
 kinds = list(models.ALL_KINDS if kinds is None else kinds)
 seeds = [int(s) for s in (settings.seeds if seeds is None else seeds)]
 if random_split_kinds is None:
@@ -222,7 +223,7 @@ display(plotting.standardisation_figure(pixel_mean.numpy(), pixel_std.numpy(), s
 # compare with the paper. Counts per class and part for the first seed:
 
 # %%
-split_objects = {s: study.make_split(ds, s, seeds[0]) for s in splits}
+split_objects = {s: evaluation.make_split(ds, s, seeds[0]) for s in splits}
 counts = {}
 for s, sp in split_objects.items():
     for part in ("train", "val", "test"):
@@ -250,7 +251,7 @@ if any(len(sp.val) == 0 for sp in split_objects.values()):
 # %% [markdown]
 # ## 3. Training every variant
 #
-# Each model variant is trained with each seed on each split by `study.train_and_evaluate`, the same
+# Each model variant is trained with each seed on each split by `experiments.train_and_evaluate`, the same
 # function `polar4d train` uses: it trains on the training part (networks: Adam, early stopping on the
 # validation loss, the best epoch restored) and scores the model on the un-augmented test part through the
 # evaluation path, which calls nothing but `model.predict`. The fitted models of the first seed are kept
@@ -266,7 +267,7 @@ with config.set(progress_bar=progress_bar):
         for kind in kinds_for[split_kind]:
             for seed in seeds:
                 start = time.perf_counter()
-                model, score = study.train_and_evaluate(kind, dataset_path, profile, seed, split_kind,
+                model, score = experiments.train_and_evaluate(kind, dataset_path, profile, seed, split_kind,
                                                         overrides=train_overrides)
                 score["train_seconds"] = time.perf_counter() - start
                 scores[split_kind][kind].append(score)
@@ -410,7 +411,7 @@ record = {
     "tables": {name: table.to_dict(orient="index") for name, table in tables.items()},
     "training_seconds": training_seconds,
 }
-json_path = study.write_json(record, results_dir / "training.json")
+json_path = experiments.write_json(record, results_dir / "training.json")
 saved = json.loads(json_path.read_text())
 print(f"wrote {json_path} ({json_path.stat().st_size / 1024:.1f} kB): {', '.join(saved)}")
 rows = [{"split": s, "model": k, "seed": r["seed"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],

@@ -59,7 +59,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
-from polar4d_lib import conventions, models, plotting, predict, scans, study, widgets
+from polar4d_lib import conventions, experiments, models, plotting, predict, scans, widgets
 from polar4d_lib.cli import default_model_path
 
 chapter_start = time.perf_counter()
@@ -156,7 +156,7 @@ for (kind, name), prediction in predictions.items():
     rows.append(row)
 table = pd.DataFrame(rows)
 display(table.round(1))
-json_path = study.write_json({"profile": profile, "wall_scan": asdict(spec), "scores": rows},
+json_path = experiments.write_json({"profile": profile, "wall_scan": asdict(spec), "scores": rows},
                              results_dir / "explorer.json")
 print(f"wrote {json_path}")
 

@@ -78,11 +78,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from polar4d_lib import study
+    from polar4d_lib import experiments
 
     out = Path(args.out)
     _, overrides = _parse_sets(args.set)
-    model, scores = study.train_and_evaluate(
+    model, scores = experiments.train_and_evaluate(
         args.model, args.data, args.profile, args.seed if args.seed is not None else config.get("seed"),
         split_kind=args.split, overrides=overrides,
         checkpoint_path=out.with_name(out.name + ".checkpoint") if args.model in _network_kinds() else None,

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from polar4d_lib import config, conventions, inputs, models, profiles, realistic, study
+from polar4d_lib import config, conventions, experiments, inputs, models, profiles, realistic
 from polar4d_lib.atomic import atomic_write
 
 DEFAULT_CANDIDATES: tuple[str, ...] = ("linear", "cnn-cls", "pca-knn", "physics")
@@ -82,8 +82,8 @@ def build_default_model(
         bar.set_postfix_str(kind)
         start = time.perf_counter()
         checkpoint = out.with_name(f"{out.name}.{kind}.checkpoint") if kind in models.NEURAL_KINDS else None
-        model, holdout = study.train_and_evaluate(kind, data, profile, seed, "blocked", checkpoint_path=checkpoint,
-                                                  stage=training_stage(kind))
+        model, holdout = experiments.train_and_evaluate(kind, data, profile, seed, "blocked", checkpoint_path=checkpoint,
+                                                        stage=training_stage(kind))
         rows, window_choice = choose_min_electrons(model, scans, grid)
         if checkpoint is not None and checkpoint.exists():  # scored: the checkpoint only served resuming
             checkpoint.unlink()
@@ -109,7 +109,7 @@ def build_default_model(
         "dataset_sha256": model.metadata.get("dataset_sha256"), "dataset_parameters": dataset_parameters(data),
         "chosen": chosen["kind"],
         "train_settings": model.metadata.get("train_settings"), "preprocessor": model.preprocessor.to_dict(),
-        "realistic_ranges": study._plain(asdict(ranges)), "candidates": results,
+        "realistic_ranges": experiments.plain(asdict(ranges)), "candidates": results,
         "versions": {**model.metadata.get("versions", {}), "python": platform.python_version()},
     }
     model.metadata["realistic"] = chosen["realistic"]
@@ -156,7 +156,7 @@ def independent_test(model: models.PolarizationModel, profile: str, command: str
     if ranges is None:
         return None
     rows = realistic.score_scans(model, realistic.realistic_scans(ranges))
-    return {"realistic_ranges": study._plain(asdict(ranges)), "realistic": realistic.summary(rows), "scans": rows,
+    return {"realistic_ranges": experiments.plain(asdict(ranges)), "realistic": realistic.summary(rows), "scans": rows,
             "command": command}
 
 
@@ -201,7 +201,7 @@ def _card_path(card: str | os.PathLike | None, out: Path) -> Path:
 
 def _write_card(numbers: dict[str, Any], card: Path) -> None:
     """The card's numbers as JSON beside it and the card as Markdown, each written atomically."""
-    study.write_json(numbers, card.with_suffix(".json"))
+    experiments.write_json(numbers, card.with_suffix(".json"))
     atomic_write(card, lambda tmp: Path(tmp).write_text(model_card(numbers)))
 
 

@@ -1,8 +1,10 @@
 """Splits, metrics and the paper's table — scored on un-augmented data only.
 
-Splits: :func:`random_split` (the paper's 80/10/10 over patterns, kept for comparison; neighbouring,
-nearly identical patterns land in train and test) and :func:`blocked_split` (the headline: whole groups —
-specimens, thicknesses or unit-cell tiles, see :func:`dataset_groups` — are held out). Metrics: accuracy,
+Splits, one family returning :class:`Split` through :func:`make_split`: :func:`specimen_split` (``'blocked'``,
+the headline: whole specimens — another K/Na arrangement, with unseen probe settings and positions — are
+held out, one per class wherever a class has two specimens or more, else whole probe settings of a
+specimen) and :func:`random_split` (``'random'``, the paper's 80/10/10 over patterns, kept for comparison;
+neighbouring, nearly identical patterns land in train and test). Metrics: accuracy,
 macro-F1, the 8 × 8 confusion matrix, mean angular error (degrees), the share of patterns predicted as the
 dataset's label and the majority class (the paper's per-dataset score). :func:`evaluate` is the only
 scoring path: it calls nothing but ``model.predict`` on the patterns as given, so no training-time
@@ -14,12 +16,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from polar4d_lib import conventions
+
+if TYPE_CHECKING:
+    from polar4d_lib.datasets import Dataset
 
 #: The paper's columns ({Conv, VGG, ResNet} × {Reg, Cls, Proto} + PCA) and the physics baseline, in order.
 PAPER_COLUMNS: tuple[str, ...] = tuple(
@@ -58,68 +64,62 @@ def random_split(n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
     return tuple(np.sort(p).astype(np.int64) for p in parts)  # type: ignore[return-value]
 
 
-def blocked_split(groups: np.ndarray, fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                  seed: int = 888) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hold out whole groups: train/val/test index arrays such that no group value is in two parts.
+@dataclass
+class Split:
+    """Index arrays into a dataset and how they were made."""
 
-    ``groups`` (N,) is one label per pattern (e.g. from :func:`dataset_groups`). The distinct groups are
-    shuffled with ``seed`` and dealt, in that order, to test, then val, until each holds at least its
-    fraction of the patterns (one group at least when its fraction is positive; a further group that
-    would take the part past 1.5 × its share stops the dealing); the rest is train.
-    Needs at least as many groups as parts with a positive fraction.
-    """
-    f = _check_fractions(fractions)
-    g = np.asarray(groups)
-    if g.ndim != 1 or len(g) == 0:
-        raise ValueError(f"groups must be a non-empty 1-D array (one group per pattern), got shape {g.shape}")
-    values, inverse, counts = np.unique(g, return_inverse=True, return_counts=True)
-    wanted = [part for part in (2, 1) if f[part] > 0]
-    if len(values) < len(wanted) + 1:
-        raise ValueError(f"{len(values)} group(s) cannot fill {len(wanted) + 1} parts; group more finely "
-                         "(e.g. smaller tiles) or set a fraction to 0")
-    order = np.random.default_rng(seed).permutation(len(values))
-    part_of = np.zeros(len(values), dtype=np.int64)  # 0 train, 1 val, 2 test
-    n, i = len(g), 0
-    for j, part in enumerate(wanted):
-        held, reserve = 0, len(wanted) - j  # groups kept back: one per later part, train included
-        while i < len(order) - reserve and (held == 0 or held < f[part] * n):
-            if held > 0 and held + counts[order[i]] > f[part] * n * 1.5 + 0.5:
-                break  # the next group would overshoot by far: stop here
-            part_of[order[i]] = part
-            held += counts[order[i]]
-            i += 1
-    pattern_part = part_of[inverse]
-    return tuple(np.flatnonzero(pattern_part == p).astype(np.int64) for p in range(3))  # type: ignore[return-value]
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    kind: str
+
+    def describe(self) -> str:
+        return f"{self.kind}: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test patterns"
 
 
-def tile_index(position_A: np.ndarray, a_A: float, tile_cells: int = 1) -> np.ndarray:
-    """Index of the square tile of ``tile_cells`` × ``tile_cells`` unit cells (edge ``a_A`` Å) holding
-    each probe position (N, 2) Å: ``floor(x / (a·tile_cells))`` and the same for y, combined into one int."""
-    pos = np.asarray(position_A, dtype=float)
-    if pos.ndim != 2 or pos.shape[1] != 2:
-        raise ValueError(f"position_A must have shape (N, 2) in Å, got {pos.shape}")
-    if not (a_A > 0 and int(tile_cells) >= 1):
-        raise ValueError(f"need a_A > 0 Å and tile_cells ≥ 1, got a_A={a_A!r}, tile_cells={tile_cells!r}")
-    t = np.floor(pos / (float(a_A) * int(tile_cells))).astype(np.int64)
-    t -= t.min(axis=0)
-    return t[:, 0] * (int(t[:, 1].max()) + 1) + t[:, 1]
+def specimen_split(dataset: "Dataset", seed: int) -> Split:
+    """Hold out, for each class, one whole specimen (if the class has ≥ 2) or else one whole probe
+    setting of each of its specimens, for test and again for validation; the rest trains."""
+    labels, unit, setting = dataset["label"], dataset["unit"], dataset["probe_setting"]
+    rng = np.random.default_rng(seed)
+    part = np.zeros(len(labels), dtype=np.int8)  # 0 train, 1 val, 2 test
+    for k in range(conventions.N_CLASSES):
+        in_class = labels == k
+        units = np.unique(unit[in_class])
+        if len(units) == 0:
+            continue
+        if len(units) >= 3:
+            test_u, val_u = rng.choice(units, 2, replace=False)
+            part[in_class & (unit == test_u)] = 2
+            part[in_class & (unit == val_u)] = 1
+            continue
+        if len(units) == 2:
+            test_u = rng.choice(units)
+            part[in_class & (unit == test_u)] = 2
+            units = units[units != test_u]
+        for u in units:  # validation (and test, for a single specimen) from whole probe settings
+            settings = np.unique(setting[in_class & (unit == u)])
+            if len(settings) < 2:
+                raise ValueError(f"class {conventions.class_name(k)} has too few specimens and probe settings to "
+                                 "hold any out; simulate more probe_settings or disorder_seeds")
+            chosen = rng.permutation(settings)
+            if not np.any(part[in_class] == 2):
+                part[in_class & (unit == u) & (setting == chosen[0])] = 2
+                chosen = chosen[1:]
+            if len(chosen) >= 2:
+                part[in_class & (unit == u) & (setting == chosen[0])] = 1
+    idx = np.arange(len(labels))
+    return Split(idx[part == 0], idx[part == 1], idx[part == 2], "held-out specimens / probe settings")
 
 
-def dataset_groups(dataset: Any, by: str = "tile", tile_cells: int = 1) -> np.ndarray:
-    """Group labels of a dataset's patterns for :func:`blocked_split`.
-
-    ``by``: ``'unit'`` (one simulated specimen; needs several specimens per class to train on every
-    class), ``'thickness'`` (``thickness_nm``), or ``'tile'`` (the unit-cell tile of the probe position,
-    from ``position_A // (a · tile_cells)``, shared by every specimen: a held-out tile removes that region
-    of every specimen, so all classes stay in every part).
-    """
-    if by == "unit":
-        return np.asarray(dataset["unit"]).astype(np.int64)
-    if by == "thickness":
-        return np.unique(np.asarray(dataset["thickness_nm"]), return_inverse=True)[1].astype(np.int64)
-    if by == "tile":
-        return tile_index(dataset["position_A"], float(dataset.attrs["a_A"]), tile_cells)
-    raise ValueError(f"unknown grouping {by!r}; use 'unit', 'thickness' or 'tile'")
+def make_split(dataset: "Dataset", kind: str, seed: int) -> Split:
+    """``'blocked'`` (:func:`specimen_split`, the headline) or ``'random'`` (the paper's 80/10/10)."""
+    if kind == "blocked":
+        return specimen_split(dataset, seed)
+    if kind == "random":
+        train, val, test = random_split(len(dataset), seed=seed)
+        return Split(train, val, test, "random 80/10/10 over patterns (paper)")
+    raise ValueError(f"unknown split {kind!r}; use 'blocked' or 'random'")
 
 
 # --- metrics ----------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 #: Section → the dataclass (``module:Class``) whose fields are its keys, or the keys themselves.
 SECTIONS: dict[str, str | tuple[str, ...]] = {
     "simulate": "polar4d_lib.datasets:DatasetSpec",  # the profile's dataset
-    "train": "polar4d_lib.study:TrainSettings",  # the training chapter's runs
-    "default_model": "polar4d_lib.study:TrainSettings",  # the shipped model's pattern candidates
-    "stack_model": "polar4d_lib.study:TrainSettings",  # its cell-stack candidate
+    "train": "polar4d_lib.recipes:TrainSettings",  # the training chapter's runs
+    "default_model": "polar4d_lib.recipes:TrainSettings",  # the shipped model's pattern candidates
+    "stack_model": "polar4d_lib.recipes:TrainSettings",  # its cell-stack candidate
     "window_choice": ("min_electrons",),  # the electrons-per-window grid the candidates choose from
     "explore": "polar4d_lib.scans:WallScanSpec",  # the explorer's wall scan
     "realistic": "polar4d_lib.realistic:RealisticRanges",  # the scans a default model is chosen on

@@ -1,4 +1,4 @@
-"""Evaluation: splits (random and blocked), metrics against scikit-learn and by hand, aggregation over
+"""Evaluation: splits (random and blocked, ``make_split``), metrics against scikit-learn and by hand, aggregation over
 seeds, the paper's table layout and the evaluation path (polar4d_lib.evaluation)."""
 
 from __future__ import annotations
@@ -24,36 +24,52 @@ def test_random_split_fractions_cover_every_index_once():
     assert [len(p) for p in ev.random_split(10, (0.5, 0.2, 0.3), seed=1)] == [5, 2, 3]
 
 
+class _Patterns(dict):
+    """A dataset's per-pattern arrays by name, as ``make_split`` reads them."""
+
+    def __len__(self) -> int:
+        return len(self["label"])
+
+
+def _specimens(classes: int, units: int, settings: int, positions: int = 5) -> _Patterns:
+    """``classes`` classes × ``units`` specimens each × ``settings`` probe settings × ``positions`` patterns."""
+    k, u, s, _ = np.meshgrid(np.arange(classes), np.arange(units), np.arange(settings), np.arange(positions),
+                             indexing="ij")
+    return _Patterns(label=k.ravel(), unit=(10 * k + u).ravel(), probe_setting=s.ravel())
+
+
 @pytest.mark.parametrize("seed", [888, 1212, 3000, 5000, 7000])
-@pytest.mark.parametrize("n_groups, sizes", [(20, "equal"), (7, "unequal"), (3, "equal")])
-def test_blocked_split_never_shares_a_group(seed, n_groups, sizes):
-    rng = np.random.default_rng(seed)
-    counts = np.full(n_groups, 30) if sizes == "equal" else rng.integers(5, 80, n_groups)
-    groups = rng.permutation(np.repeat(rng.permutation(1000)[:n_groups], counts))  # arbitrary group ids
-    train, val, test = ev.blocked_split(groups, (0.8, 0.1, 0.1), seed=seed)
-    assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.arange(len(groups)))
-    sets = [set(groups[p]) for p in (train, val, test)]
-    assert all(sets), "every part holds at least one group"
-    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
-    if n_groups == 20:  # fine groups: the shares come close to the fractions
-        assert abs(len(test) / len(groups) - 0.1) <= 0.05 and len(train) / len(groups) >= 0.7
+@pytest.mark.parametrize("units, settings", [(3, 2), (2, 2), (1, 4)])
+def test_the_blocked_split_holds_out_whole_specimens_or_probe_settings(seed, units, settings):
+    ds = _specimens(4, units, settings)
+    split = ev.make_split(ds, "blocked", seed)
+    parts = (split.train, split.val, split.test)
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(ds)))
+    assert split.kind == "held-out specimens / probe settings" and len(split.test) and len(split.val)
+    for k in range(4):
+        keys = [{(ds["unit"][i], ds["probe_setting"][i]) for i in p if ds["label"][i] == k} for p in parts]
+        assert all(keys), f"class {k} is in every part"
+        assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+        if units >= 2:  # a whole specimen is held out for test
+            assert not {u for u, _ in keys[0]} & {u for u, _ in keys[2]}
+    again = ev.specimen_split(ds, seed)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, (again.train, again.val, again.test)))
 
 
-def test_blocked_split_refuses_too_few_groups_and_bad_fractions():
-    with pytest.raises(ValueError, match="group"):
-        ev.blocked_split(np.array([0, 0, 1, 1]), (0.8, 0.1, 0.1))
+def test_the_blocked_split_refuses_a_class_it_cannot_hold_out():
+    with pytest.raises(ValueError, match="too few specimens and probe settings"):
+        ev.make_split(_specimens(2, 1, 1), "blocked", 888)
+
+
+def test_make_split_gives_the_papers_random_split_and_refuses_unknown_kinds():
+    ds = _specimens(2, 2, 2, positions=25)
+    split = ev.make_split(ds, "random", 1212)
+    assert all(np.array_equal(a, b) for a, b in zip((split.train, split.val, split.test), ev.random_split(200, seed=1212)))
+    assert split.describe() == "random 80/10/10 over patterns (paper): 160 train / 20 val / 20 test patterns"
+    with pytest.raises(ValueError, match="unknown split 'tiles'; use 'blocked' or 'random'"):
+        ev.make_split(ds, "tiles", 888)
     with pytest.raises(ValueError, match="fractions"):
         ev.random_split(10, (0.5, 0.5, 0.5))
-    assert [len(p) for p in ev.blocked_split(np.array([0, 0, 1, 1]), (0.5, 0.0, 0.5))] == [2, 0, 2]
-
-
-def test_tile_index_groups_whole_unit_cell_tiles():
-    a = 4.0
-    pos = np.array([[0.1, 0.1], [3.9, 3.9], [4.1, 0.2], [0.2, 4.1], [8.5, 8.5], [7.9, 0.0]])
-    one = ev.tile_index(pos, a, 1)
-    assert one[0] == one[1] and len(set(one[[0, 2, 3, 4]])) == 4
-    two = ev.tile_index(pos, a, 2)  # 8 Å tiles: the first four positions and the last share one
-    assert len(set(two[[0, 1, 2, 3, 5]])) == 1 and two[4] != two[0]
 
 
 # --- metrics -------------------------------------------------------------------------------------

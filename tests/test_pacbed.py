@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from polar4d_lib import cli, io, inputs, pacbed, study
+from polar4d_lib import cli, evaluation, inputs, io, pacbed, recipes
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.models import load_model
 from polar4d_lib.predict import predict_scan
@@ -226,20 +226,20 @@ def test_averaged_parts_with_strides_need_and_use_cell_rasters(tmp_path, smoke_d
     spec = smoke_spec(variants=[0], probe_settings=1, thicknesses_nm=[0.8], cell_grid=True, positions_per_setting=16)
     path = datasets.build(spec, tmp_path / "grid.zarr", profile="smoke", cache_dir=tmp_path / "cache", num_workers=1)
     ds = open_dataset(path)
-    split = study.Split(train=np.arange(len(ds)), val=np.arange(0), test=np.arange(len(ds)), kind="all")
-    settings = study.TrainSettings.for_profile("smoke", {"averages": {"sizes": [16, 16], "n": 30, "strides": [2]}})
+    split = evaluation.Split(train=np.arange(len(ds)), val=np.arange(0), test=np.arange(len(ds)), kind="all")
+    settings = recipes.TrainSettings.for_profile("smoke", {"averages": {"sizes": [16, 16], "n": 30, "strides": [2]}})
     (x, _), _, _ = inputs.averaged_parts(ds, split, split.train, settings, 888)
     raster = pacbed.raster_index(ds["position_frac"], inputs.position_groups(ds), 4)
     subs = [ds["patterns"][np.all(raster % 2 == o, axis=1)].mean(axis=0) for o in ([0, 0], [0, 1], [1, 0], [1, 1])]
     for average in x:  # each average is the mean of one stride-2 sub-raster (a scan at a/2)
         assert min(np.abs(average - s).max() for s in subs) < 1e-6
     with pytest.raises(ValueError, match="divide the 4 × 4"):
-        settings = study.TrainSettings.for_profile("smoke", {"averages": {"n": 3, "strides": [3]}})
+        settings = recipes.TrainSettings.for_profile("smoke", {"averages": {"n": 3, "strides": [3]}})
         inputs.averaged_parts(ds, split, split.train, settings, 888)
     plain = open_dataset(smoke_dataset.path)
-    split = study.make_split(plain, "blocked", 888)
+    split = evaluation.make_split(plain, "blocked", 888)
     with pytest.raises(ValueError, match="cell_grid: true"):
-        settings = study.TrainSettings.for_profile("smoke", {"averages": {"n": 3, "strides": [1, 2]}})
+        settings = recipes.TrainSettings.for_profile("smoke", {"averages": {"n": 3, "strides": [1, 2]}})
         inputs.averaged_parts(plain, split, split.train, settings, 888)
 
 
@@ -273,8 +273,8 @@ def test_a_model_trained_on_averages_records_its_window_and_predict_uses_it(smok
 
 def test_averaged_test_parts_are_whole_groups(smoke_dataset):
     ds = open_dataset(smoke_dataset.path)
-    settings = study.TrainSettings.for_profile("smoke", {"averages": {"sizes": [1, 3], "n": 40}})
-    split = study.make_split(ds, "blocked", 888)
+    settings = recipes.TrainSettings.for_profile("smoke", {"averages": {"sizes": [1, 3], "n": 40}})
+    split = evaluation.make_split(ds, "blocked", 888)
     (x, y), val, (xt, yt) = inputs.averaged_parts(ds, split, split.train, settings, 888)
     groups = inputs.position_groups(ds)
     assert x.shape == (40,) + ds["patterns"].shape[1:] and len(y) == 40

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from polar4d_lib import conventions, inputs, models, pacbed, study
+from polar4d_lib import conventions, evaluation, experiments, inputs, models, pacbed, recipes
 from polar4d_lib.datasets import open_dataset
 from polar4d_lib.io import Scan
 from polar4d_lib.models.networks import build_network
@@ -34,8 +34,8 @@ def grid_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(grid_dataset):
-    return study.train_and_evaluate("cnn-stack", grid_dataset, "robust", 888, "blocked", overrides=SMALL,
-                                    stage="stack_model")
+    return experiments.train_and_evaluate("cnn-stack", grid_dataset, "robust", 888, "blocked", overrides=SMALL,
+                                          stage="stack_model")
 
 
 def _rasters(path) -> tuple[np.ndarray, np.ndarray]:
@@ -120,10 +120,10 @@ def test_stack_d4_with_half_cell_draws_among_16_images():
 
 def test_off_grid_training_stacks_are_added_per_training_raster_with_their_class(grid_dataset):
     ds = open_dataset(grid_dataset)
-    split = study.make_split(ds, "blocked", 888)
-    plain = study.TrainSettings.for_profile("robust", SMALL, stage="stack_model")
+    split = evaluation.make_split(ds, "blocked", 888)
+    plain = recipes.TrainSettings.for_profile("robust", SMALL, stage="stack_model")
     extra = {**SMALL, "cell_stacks": {**SMALL["cell_stacks"], "off_grid_per_raster": 3, "off_grid_periods": [4.0, 6.5]}}
-    settings = study.TrainSettings.for_profile("robust", extra, stage="stack_model")
+    settings = recipes.TrainSettings.for_profile("robust", extra, stage="stack_model")
     (x0, y0), _, (t0, u0) = inputs.cell_stack_parts(ds, split, plain, "robust", 888)
     (x1, y1), _, (t1, u1) = inputs.cell_stack_parts(ds, split, settings, "robust", 888)
     groups = inputs.position_groups(ds)
@@ -137,7 +137,7 @@ def test_off_grid_training_stacks_are_added_per_training_raster_with_their_class
     np.testing.assert_array_equal(again, x1)  # seeded
     bad = {**SMALL, "cell_stacks": {**SMALL["cell_stacks"], "off_grid_per_raster": 1, "off_grid_periods": [3.0, 6.0]}}
     with pytest.raises(ValueError, match="off_grid_periods"):
-        inputs.cell_stack_parts(ds, split, study.TrainSettings.for_profile("robust", bad, stage="stack_model"), "robust", 888)
+        inputs.cell_stack_parts(ds, split, recipes.TrainSettings.for_profile("robust", bad, stage="stack_model"), "robust", 888)
 
 
 def test_only_the_custom_cnn_takes_several_channels():
@@ -256,13 +256,13 @@ def test_a_lattice_period_read_just_below_the_parts_is_taken_as_them(trained, gr
 
 def test_stack_training_needs_its_recipe_and_cell_rasters(grid_dataset, smoke_dataset):
     with pytest.raises(ValueError, match="cnn-stack trains on cell stacks"):
-        study.train_and_evaluate("cnn-stack", grid_dataset, "smoke", 888, "blocked", stage="default_model")
+        experiments.train_and_evaluate("cnn-stack", grid_dataset, "smoke", 888, "blocked", stage="default_model")
     with pytest.raises(ValueError, match="cell_grid: true"):
-        study.train_and_evaluate("cnn-stack", smoke_dataset.path, "robust", 888, "blocked", overrides=SMALL,
-                                 stage="stack_model")
+        experiments.train_and_evaluate("cnn-stack", smoke_dataset.path, "robust", 888, "blocked", overrides=SMALL,
+                                       stage="stack_model")
     too_coarse = {**SMALL, "cell_stacks": {**SMALL["cell_stacks"], "strides": [2]}}
     with pytest.raises(ValueError, match="fewer than bins = 4 positions per side"):
-        study.train_and_evaluate("cnn-stack", grid_dataset, "robust", 888, "blocked", overrides=too_coarse,
-                                 stage="stack_model")
+        experiments.train_and_evaluate("cnn-stack", grid_dataset, "robust", 888, "blocked", overrides=too_coarse,
+                                       stage="stack_model")
     with pytest.raises(ValueError, match="preprocessor keeps counts around the nominal centre"):
         models.create("cnn-stack", preprocessor=default_preprocessor().__class__(center="pattern", normalize="none"))
