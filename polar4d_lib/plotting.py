@@ -772,3 +772,86 @@ def embedding_figure(points: dict[str, np.ndarray], labels: np.ndarray, held_out
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class (hollow: test)",
                     title_fontsize=7)
     return fig
+
+
+def heatmap_table(values, spreads=None, *, title: str = "", label: str = "", fmt: str = ".1f",
+                  cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None,
+                  cell_size: tuple[float, float] = (0.95, 0.42)) -> Figure:
+    """A table that compares models, drawn as a seaborn heatmap with its numbers in the cells.
+
+    ``values``: a pandas DataFrame (rows × columns, e.g. test sets × models; NaN = not run, drawn blank).
+    ``spreads``: a DataFrame of the same shape (e.g. the standard deviation over seeds), printed as
+    ``value ± spread`` where it is finite; leave it None when there is nothing to spread over (one seed: the
+    value alone). ``label`` names the colour bar (quantity and unit); ``vmin``/``vmax`` fix its range.
+    """
+    import pandas as pd
+    import seaborn as sns
+
+    values = pd.DataFrame(values).astype(float)
+    text = values.map(lambda v: "" if not np.isfinite(v) else format(v, fmt))
+    if spreads is not None:
+        spreads = pd.DataFrame(spreads).reindex_like(values).astype(float)
+        text = text.where(~np.isfinite(spreads.to_numpy()) | ~np.isfinite(values.to_numpy()),
+                          text + "\n± " + spreads.map(lambda s: format(s, fmt)))
+    rows, cols = values.shape
+    label_width = 0.075 * max((len(str(r)) for r in values.index), default=4)
+    fig = Figure(figsize=(1.8 + label_width + cell_size[0] * cols,
+                          1.2 + cell_size[1] * rows * (1.6 if spreads is not None else 1.0)),
+                 layout="constrained")
+    ax = fig.subplots()
+    sns.heatmap(values, annot=text.to_numpy(), fmt="", cmap=cmap, vmin=vmin, vmax=vmax, ax=ax,
+                linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8},
+                cbar_kws={"label": label, "shrink": 0.9})
+    ax.set_xlabel(values.columns.name or "")
+    ax.set_ylabel(values.index.name or "")
+    ax.tick_params(axis="x", labelrotation=40, labelsize=8)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=8)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def benchmark_bars(figures: Sequence[dict], title: str = "", panel_width: float = 5.0) -> Figure | None:
+    """Bar plots of a benchmark's figures (dicts with ``quantity``, ``value``, ``unit``): one panel per unit
+    that two or more figures share (only those compare), the value written at each bar. None when no unit
+    has two figures."""
+    by_unit: dict[str, list[dict]] = {}
+    for figure in figures:
+        by_unit.setdefault(str(figure["unit"]), []).append(figure)
+    groups = {unit: group for unit, group in by_unit.items() if len(group) >= 2}
+    if not groups:
+        return None
+    height = max(len(group) for group in groups.values()) * 0.38 + 1.2
+    fig = Figure(figsize=(panel_width * len(groups), height), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel()
+    for ax, (unit, group) in zip(axes, groups.items()):
+        names = [str(f["quantity"]) for f in group][::-1]
+        values = [float(f["value"]) for f in group][::-1]
+        bars = ax.barh(names, values, color="tab:blue")
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], padding=3, fontsize=8)
+        ax.set_xlabel(unit)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.margins(x=0.15)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def score_heatmap(aggregate: dict, metric: str, label: str, *, scale: float = 100.0, **kwargs) -> Figure:
+    """:func:`heatmap_table` of one metric of per-seed aggregates (``evaluation.aggregate`` output, as in
+    ``training.json``'s ``aggregate``) arranged ``{row: {model: aggregate}}``: the mean × ``scale`` in each
+    cell, ± the standard deviation over seeds only where a model has more than one seed (the spread of one
+    value is undefined). ``kwargs`` go to :func:`heatmap_table` (``vmin``, ``vmax``, ``cmap``, ``fmt``)."""
+    import pandas as pd
+
+    cells = {(row, model): agg[metric] for row, per_model in aggregate.items() for model, agg in per_model.items()}
+    models = list(dict.fromkeys(model for per_model in aggregate.values() for model in per_model))
+    mean = pd.Series({key: scale * v["mean"] for key, v in cells.items()}).unstack().reindex(
+        index=list(aggregate), columns=models)
+    spread = pd.Series({key: scale * v["std"] if v["n_seeds"] > 1 else float("nan") for key, v in cells.items()}
+                       ).unstack().reindex(index=list(aggregate), columns=models)
+    mean.index.name, mean.columns.name = "split", "model"
+    return heatmap_table(mean, spread if np.isfinite(spread.to_numpy()).any() else None,
+                         title=kwargs.pop("title", label), label=label, **kwargs)
