@@ -83,7 +83,7 @@ seed = 888  # seed of the acquisition noise
 # dataset's: it comes from the profile's dataset specification (`datasets.spec_for_profile`), so the
 # pictures here show exactly what the models train on.
 
-# %%
+# %% tags=["hide-input"]
 # %matplotlib inline
 import time
 from pathlib import Path
@@ -219,7 +219,7 @@ plotting.structure_compass(
 # multiples of n: the average over the grid is exact when n > 2α/(λ/a). A coarser grid aliases
 # position-dependent structure into the "average" and shows asymmetries that are not there.
 
-# %%
+# %% tags=["hide-input"]
 origin_cell = (lateral_cells // 2, lateral_cells // 2)  # the cell in the middle of the supercell
 origin_A = np.asarray(origin_cell) * spec.a_A
 grid_positions = simulation.cell_grid_positions(spec.a_A, grid_n, origin_cell)  # (grid_n², 2) Å, x-major
@@ -258,7 +258,7 @@ t_show = len(thicknesses) - 1  # the thickest
 plotting.class_compass(pacbed[:, t_show], q_mrad,
                        suptitle=f"position-averaged patterns (PACBED), {thicknesses[t_show]:.1f} nm, log scale")
 
-# %% tags=["hide-input"]
+# %%
 plotting.class_compass(single_patterns[:, t_show], q_mrad,
                        suptitle=f"single probe position ({single_position_frac[0]:g}a, {single_position_frac[1]:g}a) "
                                 f"in the cell, {thicknesses[t_show]:.1f} nm, log scale")
@@ -307,7 +307,7 @@ plotting.pattern_grid(
     suptitle=f"Friedel difference of the PACBED at {thicknesses[t_show]:.1f} nm, one colour scale",
 )
 
-# %% tags=["hide-input"]
+# %%
 plotting.class_compass(friedel_polar[:, t_show], q_mrad, difference=True, colorbar_label="I(θ) − I(−θ) per pixel",
                        suptitle=f"polar part of the Friedel difference (minus the paraelectric cell's), "
                                 f"{thicknesses[t_show]:.1f} nm")
@@ -343,7 +343,7 @@ plotting.position_grid_figure(position_patterns, position_fractions, q_mrad,
 # their position average, and how far the classes' position averages stray from each other. The position
 # in the cell is by far the dominant variable of a pattern, and a classifier working on single patterns
 # has to see through it. Some positions may carry little polarity information at all — a plausible origin
-# of the periodic misclassifications reported in the study, which the evaluation chapters test.
+# of the periodic misclassifications reported in the study; this book does not test that yet.
 #
 # **Scan step.** A model that reads the mean over one cell of positions (the PACBED) needs that mean to
 # be the same wherever the scan's raster happens to sit on the lattice. It is, exactly, when the step is
@@ -376,7 +376,7 @@ plotting.origin_dependence_figure(
 # (minus the paraelectric cell's), which changes its strength and pattern with thickness as dynamical
 # scattering builds up:
 
-# %% tags=["hide-input"]
+# %%
 plotting.thickness_series_figure(pacbed[showcase], thicknesses, q_mrad, differences=friedel_polar[showcase],
                                  difference_title="polar part of I(θ) − I(−θ)",
                                  suptitle=f"{showcase_class}: PACBED and the polar part of its Friedel difference versus thickness")
@@ -404,7 +404,7 @@ plotting.com_map_figure(
     suptitle=f"centre of mass over one unit cell, {thicknesses[t_show]:.1f} nm",
 )
 
-# %%
+# %% tags=["hide-input"]
 for k in com_ks:
     rms_total = np.sqrt((com[k] ** 2).sum(-1).mean())
     rms_polar = np.sqrt(((com[k] - centro_com) ** 2).sum(-1).mean())
@@ -448,7 +448,7 @@ plotting.com_thickness_figure(mean_com_polar, thicknesses, quantity="polar part 
 # polarization. But it is small, comparable to the shift the random K/Na occupation gives, and its size
 # (and, where the count above is nonzero, its sign) depends on thickness: a rule "CoM points along P"
 # needs to know the thickness and the disorder's contribution, which a real measurement cannot subtract.
-# The physics baseline of the later chapters uses the CoM and the Friedel asymmetry with these caveats.
+# The physics baseline of chapter **training** uses the CoM and the Friedel asymmetry with these caveats.
 #
 # ## 6. From ideal patterns to what a detector records
 #
@@ -518,7 +518,7 @@ plotting.pattern_grid(
 # pattern carries its labels and every simulation parameter travels in the attributes. It is built here
 # if missing (cached per specimen, so an interrupted build resumes).
 
-# %%
+# %% tags=["hide-input"]
 if not Path(dataset_path).exists():
     start = time.perf_counter()
     datasets.build(spec, dataset_path, profile=profile, num_workers=num_workers)
@@ -537,7 +537,7 @@ plotting.class_thickness_counts_figure(labels, ds["thickness_nm"])
 # inclined variant project onto each of them. The random probe aberrations, one draw per probe setting
 # and specimen:
 
-# %% tags=["hide-input"]
+# %%
 plotting.probe_draws_figure(ds["defocus_nm"], ds["astigmatism_nm"], ds["astigmatism_angle_deg"],
                             keys=np.stack([ds["unit"], ds["probe_setting"]], -1))
 

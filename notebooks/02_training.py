@@ -63,7 +63,7 @@ embedding_kind = "cnn-proto"  # the network whose prototype embedding is drawn i
 # of `polar4d_lib/profiles.yaml` through `recipes.TrainSettings`; `train_overrides` changes them here
 # without touching the file.
 
-# %%
+# %% tags=["hide-input"]
 # %matplotlib inline
 import json
 import time
@@ -222,7 +222,7 @@ display(plotting.standardisation_figure(pixel_mean.numpy(), pixel_std.numpy(), s
 # gives up whole **probe settings** (defocus and astigmatism draws) instead. The random split is kept to
 # compare with the paper. Counts per class and part for the first seed:
 
-# %%
+# %% tags=["hide-input"]
 split_objects = {s: evaluation.make_split(ds, s, seeds[0]) for s in splits}
 counts = {}
 for s, sp in split_objects.items():
@@ -239,7 +239,7 @@ display(count_table)
 # thickness differ only by the probe position; the share of test patterns whose (specimen, probe setting,
 # thickness) group also appears in the training part:
 
-# %%
+# %% tags=["hide-input"]
 group = np.stack([ds["unit"], ds["probe_setting"], np.unique(ds["thickness_nm"], return_inverse=True)[1]], 1)
 keys = group[:, 0] * 10_000 + group[:, 1] * 100 + group[:, 2]
 twin_share = {s: float(np.mean(np.isin(keys[sp.test], keys[sp.train]))) for s, sp in split_objects.items()}
@@ -258,7 +258,7 @@ if any(len(sp.val) == 0 for sp in split_objects.values()):
 # for the figures below. The physics baseline fits only the sign and scale of its centre-of-mass and
 # Friedel-asymmetry directions on the training part.
 
-# %%
+# %% tags=["hide-input"]
 scores: dict[str, dict[str, list[dict]]] = {s: {k: [] for k in kinds_for[s]} for s in splits}
 fitted: dict[tuple[str, str], models.PolarizationModel] = {}
 log_rows = []
@@ -308,9 +308,10 @@ for split_kind in splits:
 # %% [markdown]
 # ## 5. The results table
 #
-# The paper's layout: one row per test set, one column per variant (encoder–head; PCA is PCA + kNN) plus
-# the physics baseline; each cell the mean ± standard deviation over the seeds (a standard deviation of 0
-# with one seed). Chance is 1/8 of the patterns, 12.5 %. "–" marks a variant not trained on that split.
+# One row per split, one column per variant (encoder–head; PCA + kNN) plus the physics baseline; each cell
+# the mean over the seeds, with the standard deviation below it where there is more than one seed (a spread
+# of one seed is undefined). Chance is 1/8 of the patterns, 12.5 %. A blank cell marks a variant not
+# trained on that split. The same tables in the paper's text layout go to `training.json` (section 8).
 
 # %% tags=["hide-input"]
 split_titles = {s: f"{s}: {split_objects[s].describe().split(':')[0]}" for s in splits}
@@ -320,9 +321,13 @@ tables = {
     "macro-F1 (%)": evaluation.paper_table(results, metric="macro_f1"),
     "mean angular error (°)": evaluation.paper_table(results, metric="mean_angular_error_deg", percent=False),
 }
-for name, table in tables.items():
-    display(Markdown(f"**{name}**, mean ± std over {len(seeds)} seed(s)"))
-    display(table)
+aggregates = {s: {k: evaluation.aggregate(v) for k, v in scores[s].items()} for s in splits}
+
+# %%
+for metric, label, scale, limits, cmap in [("accuracy", "accuracy (%)", 100, (0, 100), "viridis"),
+                                           ("macro_f1", "macro-F1 (%)", 100, (0, 100), "viridis"),
+                                           ("mean_angular_error_deg", "mean angular error (°)", 1, (0, 180), "viridis_r")]:
+    display(plotting.score_heatmap(aggregates, metric, label, scale=scale, vmin=limits[0], vmax=limits[1], cmap=cmap))
 
 # %% [markdown]
 # The accuracy is the share of test patterns whose class is right; macro-F1 averages the per-class F1
@@ -339,7 +344,7 @@ for name, table in tables.items():
 # has seen the axis of the polarization but not its sign — the sign is what only the Friedel asymmetry
 # carries.
 
-# %% tags=["hide-input"]
+# %%
 matrices = {f"{kind} — {s}": evaluation.aggregate(scores[s][kind])["confusion"]
             for s in splits for kind in confusion_kinds if kind in scores[s]}
 if matrices:
@@ -398,7 +403,7 @@ else:
 # written to `results/<profile>/training.json`, with the dataset's checksum and the training settings, so
 # that the book's numbers can be traced and compared between runs. Read back from the file:
 
-# %%
+# %% tags=["hide-input"]
 record = {
     "profile": profile,
     "dataset": dataset_path,
@@ -407,7 +412,7 @@ record = {
     "seeds": seeds,
     "splits": {s: split_objects[s].describe() for s in splits},
     "scores": scores,
-    "aggregate": {s: {k: evaluation.aggregate(v) for k, v in scores[s].items()} for s in splits},
+    "aggregate": aggregates,
     "tables": {name: table.to_dict(orient="index") for name, table in tables.items()},
     "training_seconds": training_seconds,
 }
@@ -457,6 +462,7 @@ display(Markdown("\n".join(lines)))
 # ## What next
 #
 # The models above were tested on patterns simulated like their training data. Real scans differ in
-# thickness, defocus, dose, detector sampling and centre offset; the next step takes the trained models to
-# such patterns and chooses the default model that `polar4d predict` ships by how well it holds up there,
-# not by the synthetic test set alone.
+# thickness, defocus, dose, detector sampling and centre offset. The next chapter, **explorer**, runs these
+# models over a simulated scan across a domain wall, next to the default model that `polar4d predict` ships:
+# `polar4d default-model` chose that one by how well candidates hold up on realistic held-out scans, not by
+# the synthetic test set alone (its card is on the **results** page).

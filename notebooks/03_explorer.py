@@ -39,7 +39,6 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | default | robust | paper — sizes only
-dataset_path = None  # not read here; the book driver passes it to every chapter
 results_dir = None  # where chapter 02 saved its models; None → f"results/{profile}"
 model_kinds = ["cnn-cls", "resnet-cls", "pca-knn", "physics"]  # models offered in the explorer and the maps
 default_model = True  # also show the shipped default model (data/MODEL_CARD.md), which reads one cell per position
@@ -48,7 +47,7 @@ doses = [None, 1e4, 1e3]  # electrons per pattern offered by the explorer (None:
 dose_seed = 0  # seed of the Poisson re-counting
 start_position = None  # (x, y) probe position shown first; None → the centre of the first domain
 
-# %%
+# %% tags=["hide-input"]
 # %matplotlib inline
 import time
 from dataclasses import asdict
@@ -145,7 +144,7 @@ fig
 # The share of positions whose predicted class is the true one, and for each domain its majority class —
 # what a microscopist reads off a map when single patterns are noisy.
 
-# %%
+# %% tags=["hide-input"]
 rows = []
 for (kind, name), prediction in predictions.items():
     true = truth[name]

@@ -24,19 +24,18 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # the profile whose results are summarised
-dataset_path = None  # not read here; the book driver passes it to every chapter
 results_dir = None  # None → f"results/{profile}"
 model_card = None  # the default model's card (JSON); None → the shipped one beside data/default_model.*
 show_default_model = True  # False leaves the default model's section out
 
-# %%
+# %% tags=["remove-input"]
 import json
 from pathlib import Path
 
 import pandas as pd
 from IPython.display import Markdown, display
 
-from polar4d_lib import conventions, inputs, models, realistic
+from polar4d_lib import conventions, inputs, models, plotting, realistic
 from polar4d_lib.cli import default_model_path
 
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
@@ -56,23 +55,34 @@ lines = []
 for split, per_kind in training["aggregate"].items():
     accuracy = {kind: 100 * agg["accuracy"]["mean"] for kind, agg in per_kind.items()}
     best = max(accuracy, key=accuracy.get)
-    std = 100 * per_kind[best]["accuracy"]["std"]
-    lines.append(f"* **{training['splits'][split]}** — best: **{best}** {accuracy[best]:.1f} ± {std:.1f} % "
-                 f"(chance {chance:.1f} %); physics baseline {accuracy.get('physics', float('nan')):.1f} %; "
+    n_seeds = per_kind[best]["accuracy"]["n_seeds"]
+    spread = f" ± {100 * per_kind[best]['accuracy']['std']:.1f}" if n_seeds > 1 else ""
+    lines.append(f"* **{training['splits'][split]}** — best: **{best}** {accuracy[best]:.1f}{spread} % "
+                 f"(n = {n_seeds} seed{'s' if n_seeds > 1 else ''}; chance {chance:.1f} %); physics baseline {accuracy.get('physics', float('nan')):.1f} %; "
                  f"PCA-kNN {accuracy.get('pca-knn', float('nan')):.1f} %.")
 lines.append(f"* Seeds: {training['seeds']}; profile `{training['profile']}`; {training['training_seconds']:.0f} s "
              "of training.")
 display(Markdown("\n".join(lines)))
-for name, table in training["tables"].items():
-    display(Markdown(f"**{name}**"))
-    display(pd.DataFrame.from_dict(table, orient="index"))
+
+# %% [markdown]
+# The scores of every model on each split, as heatmaps: the mean over the seeds in each cell, with its
+# standard deviation below it where a model has more than one seed (a spread of one seed is undefined).
+# Accuracy and macro-F1 in %, higher is better (chance 12.5 %); the mean angular error between the
+# predicted and the true class direction in degrees, lower is better (guessing gives about 90°). A blank
+# cell: the model was not trained on that split.
+
+# %%
+for metric, label, scale, limits, cmap in [("accuracy", "accuracy (%)", 100, (0, 100), "viridis"),
+                                           ("macro_f1", "macro-F1 (%)", 100, (0, 100), "viridis"),
+                                           ("mean_angular_error_deg", "mean angular error (°)", 1, (0, 180), "viridis_r")]:
+    display(plotting.score_heatmap(training["aggregate"], metric, label, scale=scale, vmin=limits[0], vmax=limits[1],
+                                   cmap=cmap))
 
 # %% [markdown]
 # ## A scan across a domain wall
 
 # %% tags=["hide-input"]
 scores = pd.DataFrame(explorer["scores"])
-display(scores.round(1))
 mean = scores.groupby("model")["positions right (%)"].mean().sort_values(ascending=False)
 majority_cols = [c for c in scores if c.startswith("majority in ")]
 right = {}
@@ -82,6 +92,15 @@ total = len(majority_cols) * scores["scan"].nunique()
 display(Markdown("\n".join(
     f"* **{m}**: {v:.1f} % of positions right; majority class right in {right[m]} of {total} domains"
     for m, v in mean.items())))
+
+# %% [markdown]
+# Per model and thickness (scan): the share of positions right, and the majority class each model reads
+# in each domain.
+
+# %%
+positions = scores.pivot(index="model", columns="scan", values="positions right (%)").reindex(mean.index)
+display(plotting.heatmap_table(positions, title="positions right (%)", label="positions right (%)", vmin=0, vmax=100))
+display(scores.set_index(["model", "scan"])[majority_cols])
 
 # %% [markdown]
 # ## The shipped default model on realistic scans
@@ -112,7 +131,7 @@ else:
     } for c in card["candidates"]]).set_index("model")
     display(Markdown(f"Chosen: **{card['chosen']}**, built with `{card['command']}` (seed {card['seed']})"
                      + (f"; candidates added by `{card['added_by']}`." if card.get("added_by") else ".")))
-    display(candidates.round(1))
+    display(plotting.heatmap_table(candidates, title="default-model candidates (%)", label="%", vmin=0, vmax=100))
     chosen = next(c for c in card["candidates"] if c["kind"] == card["chosen"])
     if chosen.get("window_choice"):
         display(Markdown(
@@ -143,7 +162,7 @@ else:
     display(by_step.round(1))
     per_scan = pd.DataFrame(chosen["scans"])[["scan", "dose_e_per_pattern", "sampling_mrad", "detector_px",
                                               "scan_step_A", "window_px", "share_correct", "majority_class"]]
-    display(per_scan.round(2))
+    display(per_scan.round(2).style.format(precision=2).hide(axis="index"))
 
 # %% [markdown]
 # ## Reading these numbers
@@ -158,4 +177,5 @@ else:
 #
 # The study's numbers above are single-seed, short-training scores of the `default` profile. The default
 # model's card (`data/MODEL_CARD.md`) says which data it was trained on; the `robust` dataset (training
-# data spanning real acquisition conditions) is what it is meant to be rebuilt from.
+# data spanning real acquisition conditions) is what it is meant to be rebuilt from. The next page,
+# **Performance**, shows what the benchmarks measured (run times and scores, with the machine they ran on).
