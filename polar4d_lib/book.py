@@ -1,9 +1,10 @@
 """The book driver: simulate the profile's dataset if needed, execute each chapter notebook with
 papermill (a template per stage, like abTEM's benchmark notebooks), then build the Jupyter Book.
 
-Chapters are jupytext py:percent sources ``notebooks/NN_name.py``; executed copies go to
-``book/executed/NN_name.ipynb`` (what ``_toc.yml`` lists) and are re-executed only when their source,
-the dataset or the profile changed (a stamp records that).
+The chapters are the stages of ``polar4d_lib.stages.STAGES``, jupytext py:percent sources
+``notebooks/NN_name.py``; executed copies go to ``book/executed/NN_name.ipynb`` (what ``_toc.yml`` lists)
+and are re-executed only when their source, their parameters or what they read changed (a stamp records
+that). The notebooks run in the project root and get their paths relative to it.
 """
 
 from __future__ import annotations
@@ -16,16 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from polar4d_lib import config
+from polar4d_lib import config, stages
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Chapters in order. Each gets ``profile`` and ``dataset_path``; those that read or write
-#: ``results/<profile>/`` get ``results_dir`` as well; a chapter re-executes when its source, its parameters
-#: or what it reads (the dataset, the files an earlier chapter wrote) changed.
-CHAPTERS = ("01_simulation", "02_training", "03_explorer", "04_results")
-USES_RESULTS = {"02_training": [], "03_explorer": ["training.json"], "04_results": ["training.json", "explorer.json"]}
-#: Chapters that show the shipped default model (data/default_model.*, data/MODEL_CARD.json).
-USES_DEFAULT_MODEL = ("03_explorer", "04_results")
+#: The shipped default model's files (beside ``cli.default_model_path()``): what a stage with
+#: ``default_model=True`` reads.
 DEFAULT_MODEL_FILES = ("default_model.pt", "default_model.npz", "MODEL_CARD.json")
 
 #: JavaScript the pages need, served from the book itself so that it works offline from file://
@@ -76,25 +72,96 @@ def ensure_dataset(profile: str) -> Path:
     return path
 
 
+def project_path(path: Path, root: Path = ROOT) -> str:
+    """``path`` as a notebook sees it: the notebooks run with the project root ``root`` as working
+    directory, so a path inside it is given relative to it (no machine's absolute paths in the book)."""
+    path = Path(path).absolute()
+    try:
+        return path.relative_to(Path(root).absolute()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def benchmarks_dir(root: Path = ROOT) -> Path:
+    """Where ``polar4d benchmark`` writes one JSON per benchmark."""
+    return root / "results" / "benchmarks"
+
+
+def stage_parameters(stage: stages.Stage, profile: str, root: Path = ROOT) -> dict:
+    """The papermill parameters of ``stage``: ``profile`` always, and a path for each thing it reads or writes."""
+    parameters: dict = {"profile": profile}
+    if stage.dataset:
+        parameters["dataset_path"] = project_path(dataset_path(profile), root)
+    if stage.uses_results:
+        parameters["results_dir"] = project_path(root / "results" / profile, root)
+    if stage.benchmarks:
+        parameters["benchmarks_dir"] = project_path(benchmarks_dir(root), root)
+    return parameters
+
+
+def stage_inputs(stage: stages.Stage, profile: str, root: Path = ROOT) -> list[Path]:
+    """Everything ``stage`` reads, for its stamp: the dataset, earlier stages' results, the shipped default
+    model's files, the benchmark folder."""
+    inputs: list[Path] = []
+    if stage.dataset:
+        inputs.append(dataset_path(profile))
+    inputs += [root / "results" / profile / entry for entry in stage.reads]
+    if stage.default_model:
+        from polar4d_lib.cli import default_model_path
+
+        inputs += [default_model_path().parent / name for name in DEFAULT_MODEL_FILES]
+    if stage.benchmarks:
+        inputs.append(benchmarks_dir(root))
+    return inputs
+
+
 def _stamp(source: Path, parameters: dict, inputs: list[Path]) -> str:
+    """A digest of a stage's notebook, parameters and inputs: a zarr dataset by its attributes (they hold
+    its content checksum), a file by its bytes, a folder by the names and bytes of its files, a missing
+    path by its name."""
     h = hashlib.sha256(source.read_bytes())
     h.update(json.dumps(parameters, sort_keys=True).encode())
     for path in inputs:
+        h.update(path.name.encode())
         attrs = path / "zarr.json"
         if attrs.exists():
             h.update(attrs.read_bytes())
         elif path.is_file():
             h.update(path.read_bytes())
+        elif path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                h.update(file.relative_to(path).as_posix().encode())
+                h.update(file.read_bytes())
         else:
-            h.update(str(path).encode())
+            h.update(b"missing")
     return h.hexdigest()
+
+
+def _present(notebook, parameters: dict) -> None:
+    """What a reader sees of the parameters: papermill's injected cell is removed from the page
+    (``remove-cell``) and a sentence after it says which profile and paths the page was executed with."""
+    import nbformat
+
+    for i, cell in enumerate(notebook.cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+            values = ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in parameters.items())
+            prose = nbformat.v4.new_markdown_cell(
+                f"*This page was executed by `polar4d book --profile {parameters['profile']}` with {values} "
+                "(paths relative to the project folder).*")
+            prose.metadata["tags"] = ["executed-with"]
+            notebook.cells.insert(i + 1, prose)
+            return
 
 
 def execute_chapter(
     name: str, parameters: dict, inputs: list[Path], out_dir: Path, force: bool = False, root: Path = ROOT
 ) -> Path:
-    """Execute ``notebooks/<name>.py`` with papermill into ``out_dir/<name>.ipynb`` unless up to date."""
+    """Execute ``notebooks/<name>.py`` with papermill (working directory ``root``) into
+    ``out_dir/<name>.ipynb`` unless its stamp says it is up to date."""
     import jupytext
+    import nbformat
     import papermill
 
     source = root / "notebooks" / f"{name}.py"
@@ -112,12 +179,38 @@ def execute_chapter(
         jupytext.write(jupytext.read(source), template)
         executed = Path(tmp) / f"{name}.out.ipynb"
         papermill.execute_notebook(
-            str(template), str(executed), parameters=parameters, cwd=str(Path.cwd()),
+            str(template), str(executed), parameters=parameters, cwd=str(root),
             kernel_name="python3", progress_bar=config.get("progress_bar"),
         )
+        notebook = nbformat.read(executed, as_version=4)
+        _present(notebook, parameters)
+        nbformat.write(notebook, executed)
         os.replace(executed, target)
     stamp_file.write_text(stamp)
     return target
+
+
+def execute_stage(stage: stages.Stage, profile: str, force: bool = False, root: Path = ROOT) -> Path:
+    """Execute one stage's notebook for ``profile`` into ``book/executed/`` unless it is up to date: a stage
+    re-executes when its notebook, its parameters or what it reads changed."""
+    return execute_chapter(stage.notebook, stage_parameters(stage, profile, root), stage_inputs(stage, profile, root),
+                           root / "book" / "executed", force, root)
+
+
+def read_benchmarks(folder: Path) -> list[dict]:
+    """Every benchmark file ``folder/*.json`` (as ``polar4d benchmark`` writes them), sorted by name; a file
+    without one of the keys the performance page shows is an error naming the file and the key."""
+    required = ("name", "title", "machine", "date", "commit", "profile", "parameters", "figures")
+    benchmarks = []
+    for path in sorted(Path(folder).glob("*.json")):
+        record = json.loads(path.read_text())
+        missing = [key for key in required if key not in record]
+        missing += [f"figures[{i}].{key}" for i, figure in enumerate(record.get("figures", []))
+                    for key in ("quantity", "value", "unit") if key not in figure]
+        if missing:
+            raise ValueError(f"benchmark file {path} lacks {missing[0]!r}")
+        benchmarks.append(record)
+    return sorted(benchmarks, key=lambda record: record["name"])
 
 
 def build_book(root: Path = ROOT) -> Path:
@@ -129,18 +222,11 @@ def build_book(root: Path = ROOT) -> Path:
 
 
 def run(profile: str, build_html: bool = True, force: bool = False, root: Path = ROOT) -> Path:
-    """Simulate → execute every chapter → build the book, for ``profile``. Returns the index page.
-    ``root`` holds notebooks/, book/, _config.yml and _toc.yml (the repository by default)."""
-    data = ensure_dataset(profile)
-    out_dir = root / "book" / "executed"
-    results = root / "results" / profile
-    for name in CHAPTERS:
-        parameters = {"profile": profile, "dataset_path": str(data.resolve())}
-        inputs = [data]
-        if name in USES_RESULTS:
-            parameters["results_dir"] = str(results.resolve())
-            inputs += [results / f for f in USES_RESULTS[name]]
-        if name in USES_DEFAULT_MODEL:
-            inputs += [root / "data" / f for f in DEFAULT_MODEL_FILES]
-        execute_chapter(name, parameters, inputs, out_dir, force, root)
-    return build_book(root) if build_html else out_dir
+    """Simulate → execute every stage of ``stages.STAGES`` in order → build the book, for ``profile``.
+    Returns the index page. ``root`` holds notebooks/, book/, _config.yml and _toc.yml (the repository by
+    default) and is the notebooks' working directory."""
+    if any(stage.dataset for stage in stages.STAGES):
+        ensure_dataset(profile)
+    for stage in stages.STAGES:
+        execute_stage(stage, profile, force, root)
+    return build_book(root) if build_html else root / "book" / "executed"

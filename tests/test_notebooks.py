@@ -1,6 +1,7 @@
 """The chapters as papermill executed them for the smoke book (tests/conftest.py: smoke_book): one
-`parameters` cell with `profile`, no error output, figures; and a reader can rerun one chapter alone with
-papermill and other parameters."""
+`parameters` cell with `profile`, no error output, at least the figures each stage promises
+(``Stage.min_figures``), papermill's injected cell hidden and no absolute path of the building machine; and
+a reader can rerun one chapter alone with papermill and other parameters."""
 
 from __future__ import annotations
 
@@ -11,17 +12,23 @@ import jupytext
 import papermill
 import pytest
 
-from polar4d_lib import book
+from polar4d_lib import stages
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-MIN_FIGURES = {"01_simulation": 5, "02_training": 5, "03_explorer": 3, "04_results": 0}
+STAGES = list(stages.STAGES)
 
 
 def test_every_chapter_is_in_the_book():
-    assert [p.stem for p in CHAPTERS] == list(book.CHAPTERS)
+    assert [p.stem for p in CHAPTERS] == [s.notebook for s in STAGES]
     toc = (ROOT / "_toc.yml").read_text()
-    assert all(f"book/executed/{name}" in toc for name in book.CHAPTERS)
+    assert all(f"{s.executed}\n" in toc for s in STAGES)
+
+
+def test_every_chapter_that_shows_figures_promises_some():
+    """Chapters that draw figures on any profile declare how many (the performance page draws them only
+    when there are benchmark files)."""
+    assert all(s.min_figures >= 3 for s in STAGES if s.name != "performance")
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=[p.stem for p in CHAPTERS])
@@ -35,15 +42,21 @@ def test_chapter_has_one_parameters_cell_with_profile(source):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(book.CHAPTERS))
-def test_chapter_executed_on_smoke_without_errors(smoke_book, name):
-    cells = json.loads((smoke_book / "book" / "executed" / f"{name}.ipynb").read_text())["cells"]
+@pytest.mark.parametrize("stage", STAGES, ids=[s.name for s in STAGES])
+def test_chapter_executed_on_smoke_without_errors(smoke_book, stage):
+    cells = json.loads((smoke_book / f"{stage.executed}.ipynb").read_text())["cells"]
     outputs = [o for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(figures) >= MIN_FIGURES[name], f"only {len(figures)} figures"
+    assert len(figures) >= stage.min_figures, f"only {len(figures)} figures, the stage promises {stage.min_figures}"
     injected = [c for c in cells if "injected-parameters" in c.get("metadata", {}).get("tags", [])]
     assert injected and "profile = \"smoke\"" in "".join(injected[0]["source"])
+    assert "remove-cell" in injected[0]["metadata"]["tags"], "papermill's injected cell is shown"
+    said = [c for c in cells if "executed-with" in c.get("metadata", {}).get("tags", [])]
+    assert said and 'profile = "smoke"' in "".join(said[0]["source"]), "the page does not say its profile"
+    # nothing the reader sees names the building machine's folders
+    shown = json.dumps([{"source": c["source"], "outputs": c.get("outputs", [])} for c in cells])
+    assert str(smoke_book) not in shown, "an absolute path of the building machine is on the page"
 
 
 @pytest.mark.slow
