@@ -278,7 +278,7 @@ with config.set(progress_bar=progress_bar):
                                  "test patterns": score["n"], "accuracy (%)": 100 * score["accuracy"],
                                  "epochs": model.metadata.get("epochs", "–"), "time (s)": score["train_seconds"]})
 training_seconds = sum(r["time (s)"] for r in log_rows)
-display(pd.DataFrame(log_rows).round(2))
+display(pd.DataFrame(log_rows).set_index(["split", "model", "seed"]).round(2))
 print(f"{len(log_rows)} training runs in {training_seconds:.0f} s")
 # The first seed's models of the headline split, for the next chapters (and `polar4d predict --model`).
 model_dir = results_dir / "models"
@@ -424,7 +424,7 @@ rows = [{"split": s, "model": k, "seed": r["seed"], "accuracy": r["accuracy"], "
          "majority class": conventions.class_name(r["majority_class"]),
          "n_train": r["n_train"], "n_test": r["n"]}
         for s, per_kind in saved["scores"].items() for k, per_seed in per_kind.items() for r in per_seed]
-display(pd.DataFrame(rows).round(3))
+display(pd.DataFrame(rows).set_index(["split", "model", "seed"]).round(3))
 
 # %% [markdown]
 # ## Summary

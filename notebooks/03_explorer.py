@@ -154,7 +154,7 @@ for (kind, name), prediction in predictions.items():
         row[f"majority in {conventions.class_name(int(k))} domain"] = conventions.class_name(int(np.argmax(votes)))
     rows.append(row)
 table = pd.DataFrame(rows)
-display(table.round(1))
+display(table.set_index(["model", "scan"]).round(1))
 json_path = experiments.write_json({"profile": profile, "wall_scan": asdict(spec), "scores": rows},
                              results_dir / "explorer.json")
 print(f"wrote {json_path}")
