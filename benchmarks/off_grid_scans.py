@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from polar4d_lib import realistic
 from polar4d_lib.cli import default_model_path
-from polar4d_lib.default_model import TARGET_SHARE
+from polar4d_lib.model_card import TARGET_SHARE
 from polar4d_lib.models import load_model
 
 

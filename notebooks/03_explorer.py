@@ -58,7 +58,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
-from polar4d_lib import conventions, experiments, models, plotting, predict, scans, widgets
+from polar4d_lib import conventions, experiments, models, plotting, scans, widgets
 from polar4d_lib.cli import default_model_path
 
 chapter_start = time.perf_counter()

@@ -240,6 +240,13 @@ def test_the_shipped_model_is_what_its_card_says():
     assert numbers["command"] in card and f"# polar4d default model: {numbers['chosen']}" in card
 
 
+def test_the_shipped_card_regenerates_from_its_numbers_byte_for_byte():
+    from polar4d_lib import model_card
+
+    card = ROOT / "data" / "MODEL_CARD.md"
+    assert model_card.markdown(model_card.read(card)).encode("utf-8") == card.read_bytes()
+
+
 def _smoke_scans_at_a4() -> list:
     """The smoke realistic scans at a/4 (2 × 2 cells, 8 × 8 positions): the shipped stack model folds a cell
     into 4 × 4 parts and refuses coarser steps."""
