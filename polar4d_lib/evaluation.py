@@ -1,10 +1,10 @@
 """Splits, metrics and the paper's table — scored on un-augmented data only.
 
-Splits, one family returning :class:`Split` through :func:`make_split`: :func:`specimen_split` (``'blocked'``,
-the headline: whole specimens — another K/Na arrangement, with unseen probe settings and positions — are
-held out, one per class wherever a class has two specimens or more, else whole probe settings of a
-specimen) and :func:`random_split` (``'random'``, the paper's 80/10/10 over patterns, kept for comparison;
-neighbouring, nearly identical patterns land in train and test). Metrics: accuracy,
+Splits, one family: :func:`make_split` gives a :class:`Split` of a dataset, ``'blocked'``
+(:func:`specimen_split`, the headline: whole specimens — another K/Na arrangement, with unseen probe
+settings and positions — are held out, one per class wherever a class has two specimens or more, else whole
+probe settings of a specimen) or ``'random'`` (:func:`random_split`, the paper's 80/10/10 over patterns,
+kept for comparison; neighbouring, nearly identical patterns land in train and test). Metrics: accuracy,
 macro-F1, the 8 × 8 confusion matrix, mean angular error (degrees), the share of patterns predicted as the
 dataset's label and the majority class (the paper's per-dataset score). :func:`evaluate` is the only
 scoring path: it calls nothing but ``model.predict`` on the patterns as given, so no training-time
