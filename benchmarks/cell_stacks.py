@@ -47,8 +47,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from polar4d_lib import conventions, detector, evaluation, inputs, pacbed
+from polar4d_lib import conventions, detector, evaluation, pacbed
 from polar4d_lib.datasets import open_dataset
+from polar4d_lib.inputs import position_groups, raster_indices
 from polar4d_lib.models.networks import custom_cnn
 from polar4d_lib.models.stack import move_classes, move_stacks, part_operations
 
@@ -59,8 +60,8 @@ STRIDE = 2
 def sub_raster_members(dataset) -> np.ndarray:
     """Every group's stride-2 sub-rasters (its four origins) as the indices (M, 16) of their patterns in
     raster order (x-major)."""
-    groups = inputs.position_groups(dataset)
-    raster = inputs.raster_indices(dataset, (STRIDE,), groups)
+    groups = position_groups(dataset)
+    raster = raster_indices(dataset, (STRIDE,), groups)
     out = []
     for g in np.unique(groups):
         members = np.flatnonzero(groups == g)

@@ -21,9 +21,10 @@ import time
 
 import numpy as np
 
-from polar4d_lib import conventions, evaluation, inputs, pacbed
+from polar4d_lib import conventions, evaluation, pacbed
 from polar4d_lib.cli import default_model_path
 from polar4d_lib.datasets import open_dataset
+from polar4d_lib.inputs import position_groups, raster_indices
 from polar4d_lib.models import load_model
 
 
@@ -31,8 +32,8 @@ def raster_inputs(dataset, indices: np.ndarray, stride: int, bins: int | None = 
     """Means (M, Qx, Qy) of every stride-``stride`` sub-raster of each group among ``indices`` — or, with
     ``bins``, their cell stacks (M, bins², Qx, Qy) (:func:`pacbed.cell_stack`, for a stack model) — and
     their labels."""
-    groups = inputs.position_groups(dataset)[indices]
-    raster = inputs.raster_indices(dataset, (stride,))[indices]
+    groups = position_groups(dataset)[indices]
+    raster = raster_indices(dataset, (stride,))[indices]
     patterns, labels = dataset["patterns"][indices], dataset["label"][indices]
     side = math.isqrt(int(dataset.attrs["parameters"]["positions_per_setting"])) // stride
     inputs, truth = [], []
