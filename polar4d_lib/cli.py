@@ -1,4 +1,5 @@
-"""The ``polar4d`` command: ``simulate``, ``info``, ``train``, ``predict``, ``default-model`` and ``book``.
+"""The ``polar4d`` command: ``simulate``, ``info``, ``train``, ``predict``, ``default-model``, ``book`` and
+``benchmark``.
 
 Errors a user can fix (bad arguments, missing or foreign files) end in one line on stderr naming the
 problem and the fix, and exit status 2.
