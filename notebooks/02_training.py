@@ -26,7 +26,7 @@
 #    neighbours — and a physics baseline that learns nothing but reads the centre-of-mass shift and the
 #    Friedel asymmetry, each with the profile's seeds;
 # 4. learning curves of the networks;
-# 5. the results table in the paper's layout, for both splits;
+# 5. the results for both splits, the paper's table drawn as heatmaps (models × splits);
 # 6. confusion matrices: which classes are mistaken for which;
 # 7. a 2-D view of what the models "see": the PCA embedding and a network's prototype embedding;
 # 8. every number written to `results/<profile>/training.json`.
@@ -308,7 +308,7 @@ for split_kind in splits:
 # %% [markdown]
 # ## 5. The results table
 #
-# One row per split, one column per variant (encoder–head; PCA + kNN) plus the physics baseline; each cell
+# One row per variant (encoder–head; PCA + kNN) plus the physics baseline, one column per split; each cell
 # the mean over the seeds, with the standard deviation below it where there is more than one seed (a spread
 # of one seed is undefined). Chance is 1/8 of the patterns, 12.5 %. A blank cell marks a variant not
 # trained on that split. The same tables in the paper's text layout go to `training.json` (section 8).
@@ -324,10 +324,7 @@ tables = {
 aggregates = {s: {k: evaluation.aggregate(v) for k, v in scores[s].items()} for s in splits}
 
 # %%
-for metric, label, scale, limits, cmap in [("accuracy", "accuracy (%)", 100, (0, 100), "viridis"),
-                                           ("macro_f1", "macro-F1 (%)", 100, (0, 100), "viridis"),
-                                           ("mean_angular_error_deg", "mean angular error (°)", 1, (0, 180), "viridis_r")]:
-    display(plotting.score_heatmap(aggregates, metric, label, scale=scale, vmin=limits[0], vmax=limits[1], cmap=cmap))
+plotting.score_heatmaps(aggregates)
 
 # %% [markdown]
 # The accuracy is the share of test patterns whose class is right; macro-F1 averages the per-class F1

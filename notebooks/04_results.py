@@ -29,6 +29,7 @@ model_card = None  # the default model's card (JSON); None → the shipped one b
 show_default_model = True  # False leaves the default model's section out
 
 # %% tags=["remove-input"]
+# %matplotlib inline
 import json
 from pathlib import Path
 
@@ -72,11 +73,7 @@ display(Markdown("\n".join(lines)))
 # cell: the model was not trained on that split.
 
 # %%
-for metric, label, scale, limits, cmap in [("accuracy", "accuracy (%)", 100, (0, 100), "viridis"),
-                                           ("macro_f1", "macro-F1 (%)", 100, (0, 100), "viridis"),
-                                           ("mean_angular_error_deg", "mean angular error (°)", 1, (0, 180), "viridis_r")]:
-    display(plotting.score_heatmap(training["aggregate"], metric, label, scale=scale, vmin=limits[0], vmax=limits[1],
-                                   cmap=cmap))
+plotting.score_heatmaps(training["aggregate"])
 
 # %% [markdown]
 # ## A scan across a domain wall
@@ -98,8 +95,10 @@ display(Markdown("\n".join(
 # in each domain.
 
 # %%
-positions = scores.pivot(index="model", columns="scan", values="positions right (%)").reindex(mean.index)
-display(plotting.heatmap_table(positions, title="positions right (%)", label="positions right (%)", vmin=0, vmax=100))
+positions = scores.pivot(index="model", columns="scan",
+                         values="positions right (%)")
+display(plotting.heatmap_table(positions, label="positions right (%)",
+                               vmin=0, vmax=100))
 display(scores.set_index(["model", "scan"])[majority_cols])
 
 # %% [markdown]
@@ -162,7 +161,10 @@ else:
     display(by_step.round(1))
     per_scan = pd.DataFrame(chosen["scans"])[["scan", "dose_e_per_pattern", "sampling_mrad", "detector_px",
                                               "scan_step_A", "window_px", "share_correct", "majority_class"]]
-    display(per_scan.round(2).style.format(precision=2).hide(axis="index"))
+    display(Markdown("The scans the model was chosen on, one by one (share of positions right, 0–1):"))
+    display(per_scan.set_index("scan").rename(columns={
+        "dose_e_per_pattern": "dose (e⁻)", "sampling_mrad": "mrad/px", "detector_px": "px", "scan_step_A": "step (Å)",
+        "window_px": "window (px)", "share_correct": "share right", "majority_class": "majority"}).round(2))
 
 # %% [markdown]
 # ## Reading these numbers

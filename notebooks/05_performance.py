@@ -50,18 +50,18 @@ benchmarks = book.read_benchmarks(benchmarks_dir)
 # %% tags=["hide-input"]
 if not benchmarks:
     display(Markdown(
-        f"*No benchmark results in `{benchmarks_dir}` yet.* Run `polar4d benchmark --profile smoke` (minutes) or "
+        f"*No benchmark results in `{benchmarks_dir}` yet.* Run `polar4d benchmark --profile smoke` or "
         "`polar4d benchmark --profile default` in the project folder, then `polar4d book` again: this page "
         "re-executes when the files change."))
+machine_fields = {"platform": "{}", "processor": "{}", "cores": "{} cores", "memory_gib": "{} GiB", "python": "Python {}",
+                  "torch": "torch {}"}  # what the page says of a machine, where the file knows it
 for record in benchmarks:
     machine = record["machine"]
     display(Markdown(
         f"### {record['title']}\n\n"
         f"`{record['name']}` · profile `{record['profile']}` · {record['date']} · commit "
         f"`{record['commit'] or 'unknown'}`  \n"
-        f"{machine.get('platform', '?')}, {machine.get('processor') or 'processor unknown'}, "
-        f"{machine.get('cores', '?')} cores, {machine.get('memory_gib', '?')} GiB; Python {machine.get('python', '?')}, "
-        f"torch {machine.get('torch', '?')}"
+        + ", ".join(text.format(machine[key]) for key, text in machine_fields.items() if machine.get(key) is not None)
         + ("  \nparameters: " + ", ".join(f"`{k} = {v}`" for k, v in record["parameters"].items())
            if record["parameters"] else "")))
     table = pd.DataFrame([{"quantity": f["quantity"], "value": f"{float(f['value']):.4g}", "unit": f["unit"],

@@ -776,13 +776,14 @@ def embedding_figure(points: dict[str, np.ndarray], labels: np.ndarray, held_out
 
 def heatmap_table(values, spreads=None, *, title: str = "", label: str = "", fmt: str = ".1f",
                   cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None,
-                  cell_size: tuple[float, float] = (0.95, 0.42)) -> Figure:
+                  cell_size: tuple[float, float] = (0.8, 0.42), ax=None) -> Figure:
     """A table that compares models, drawn as a seaborn heatmap with its numbers in the cells.
 
     ``values``: a pandas DataFrame (rows × columns, e.g. test sets × models; NaN = not run, drawn blank).
     ``spreads``: a DataFrame of the same shape (e.g. the standard deviation over seeds), printed as
     ``value ± spread`` where it is finite; leave it None when there is nothing to spread over (one seed: the
     value alone). ``label`` names the colour bar (quantity and unit); ``vmin``/``vmax`` fix its range.
+    ``ax``: draw into these axes (a panel of a larger figure) instead of a figure of its own.
     """
     import pandas as pd
     import seaborn as sns
@@ -793,12 +794,14 @@ def heatmap_table(values, spreads=None, *, title: str = "", label: str = "", fmt
         spreads = pd.DataFrame(spreads).reindex_like(values).astype(float)
         text = text.where(~np.isfinite(spreads.to_numpy()) | ~np.isfinite(values.to_numpy()),
                           text + "\n± " + spreads.map(lambda s: format(s, fmt)))
-    rows, cols = values.shape
-    label_width = 0.075 * max((len(str(r)) for r in values.index), default=4)
-    fig = Figure(figsize=(1.8 + label_width + cell_size[0] * cols,
-                          1.2 + cell_size[1] * rows * (1.6 if spreads is not None else 1.0)),
-                 layout="constrained")
-    ax = fig.subplots()
+    if ax is None:
+        rows, cols = values.shape
+        label_width = 0.075 * max((len(str(r)) for r in values.index), default=4)
+        fig = Figure(figsize=(1.8 + label_width + cell_size[0] * cols,
+                              1.2 + cell_size[1] * rows * (1.6 if spreads is not None else 1.0)),
+                     layout="constrained")
+        ax = fig.subplots()
+    fig = ax.figure
     sns.heatmap(values, annot=text.to_numpy(), fmt="", cmap=cmap, vmin=vmin, vmax=vmax, ax=ax,
                 linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8},
                 cbar_kws={"label": label, "shrink": 0.9})
@@ -839,19 +842,46 @@ def benchmark_bars(figures: Sequence[dict], title: str = "", panel_width: float 
     return fig
 
 
-def score_heatmap(aggregate: dict, metric: str, label: str, *, scale: float = 100.0, **kwargs) -> Figure:
-    """:func:`heatmap_table` of one metric of per-seed aggregates (``evaluation.aggregate`` output, as in
-    ``training.json``'s ``aggregate``) arranged ``{row: {model: aggregate}}``: the mean × ``scale`` in each
-    cell, ± the standard deviation over seeds only where a model has more than one seed (the spread of one
-    value is undefined). ``kwargs`` go to :func:`heatmap_table` (``vmin``, ``vmax``, ``cmap``, ``fmt``)."""
+#: The scores the book compares models by: metric → (label with unit, scale to it, colour range, colour map;
+#: ``_r``: lower is better).
+SCORE_METRICS: dict[str, tuple[str, float, tuple[float, float], str]] = {
+    "accuracy": ("accuracy (%)", 100.0, (0.0, 100.0), "viridis"),
+    "macro_f1": ("macro-F1 (%)", 100.0, (0.0, 100.0), "viridis"),
+    "mean_angular_error_deg": ("mean angular error (°)", 1.0, (0.0, 180.0), "viridis_r"),
+}
+
+
+def score_heatmaps(aggregate: dict, metrics: Sequence[str] = tuple(SCORE_METRICS)) -> Figure:
+    """The scores of models side by side, one heatmap panel per metric of ``SCORE_METRICS``, models × splits.
+
+    ``aggregate``: per-seed aggregates (``evaluation.aggregate`` output, as in ``training.json``'s
+    ``aggregate``) arranged ``{split: {model: aggregate}}``. Each cell shows the mean over seeds, ± the
+    standard deviation only where a model has more than one seed (the spread of one value is undefined);
+    a blank cell: the model was not run on that split."""
     import pandas as pd
 
-    cells = {(row, model): agg[metric] for row, per_model in aggregate.items() for model, agg in per_model.items()}
+    splits = list(aggregate)
     models = list(dict.fromkeys(model for per_model in aggregate.values() for model in per_model))
-    mean = pd.Series({key: scale * v["mean"] for key, v in cells.items()}).unstack().reindex(
-        index=list(aggregate), columns=models)
-    spread = pd.Series({key: scale * v["std"] if v["n_seeds"] > 1 else float("nan") for key, v in cells.items()}
-                       ).unstack().reindex(index=list(aggregate), columns=models)
-    mean.index.name, mean.columns.name = "split", "model"
-    return heatmap_table(mean, spread if np.isfinite(spread.to_numpy()).any() else None,
-                         title=kwargs.pop("title", label), label=label, **kwargs)
+    has_spread = any(agg[m]["n_seeds"] > 1 for per_model in aggregate.values() for agg in per_model.values()
+                     for m in metrics)
+    fig = Figure(figsize=(2.3 * len(metrics) + 1.2, 1.0 + 0.3 * len(models) * (1.6 if has_spread else 1.0)),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    for i, (ax, metric) in enumerate(zip(axes, metrics)):
+        label, scale, (vmin, vmax), cmap = SCORE_METRICS[metric]
+        mean = pd.DataFrame(np.nan, index=pd.Index(models, name="model"), columns=pd.Index(splits, name="split"))
+        spread = mean.copy()
+        for split, per_model in aggregate.items():
+            for model, agg in per_model.items():
+                mean.loc[model, split] = scale * agg[metric]["mean"]
+                if agg[metric]["n_seeds"] > 1:
+                    spread.loc[model, split] = scale * agg[metric]["std"]
+        heatmap_table(mean, spread if has_spread else None, title=label, label="", vmin=vmin, vmax=vmax,
+                      cmap=cmap, ax=ax)
+        ax.tick_params(axis="x", labelrotation=0)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("center")
+        if i:
+            ax.set_ylabel("")
+            ax.set_yticklabels([])
+    return fig

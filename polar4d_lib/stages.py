@@ -59,7 +59,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("explorer", "03_explorer", "Exploring a scan: maps, patterns and predictions",
           reads=("training.json", "models"), default_model=True, writes=("explorer.json",), min_figures=3),
     Stage("results", "04_results", "Results",
-          reads=("training.json", "explorer.json"), default_model=True, min_figures=5),
+          reads=("training.json", "explorer.json"), default_model=True, min_figures=3),
     Stage("performance", "05_performance", "Performance", benchmarks=True),
 )
 
