@@ -67,6 +67,6 @@ for record in benchmarks:
     table = pd.DataFrame([{"quantity": f["quantity"], "value": f"{float(f['value']):.4g}", "unit": f["unit"],
                            "note": f.get("note", "")} for f in record["figures"]])
     display(table.style.hide(axis="index"))
-    bars = plotting.benchmark_bars(record["figures"], title=record["title"])
+    bars = plotting.benchmark_bars(record["figures"])
     if bars is not None:
         display(bars)

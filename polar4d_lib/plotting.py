@@ -827,7 +827,8 @@ def benchmark_bars(figures: Sequence[dict], title: str = "", panel_width: float 
     if not groups:
         return None
     height = max(len(group) for group in groups.values()) * 0.38 + 1.2
-    fig = Figure(figsize=(panel_width * len(groups), height), layout="constrained")
+    label_width = 0.065 * max(len(str(f["quantity"])) for group in groups.values() for f in group)
+    fig = Figure(figsize=((panel_width + label_width) * len(groups), height), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel()
     for ax, (unit, group) in zip(axes, groups.items()):
         names = [str(f["quantity"]) for f in group][::-1]
