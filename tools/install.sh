@@ -20,9 +20,9 @@ if [ "${1:-}" = "--test" ]; then
   if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) >/dev/null \
-        || echo "note: apt-get could not install chromium; tests/test_browser.py will be skipped"
+        || echo "note: apt-get could not install chromium; tests/test_browser.py will be skipped (and fail under CI=true)"
     else
-      echo "note: chromium is missing (sudo apt-get install -y chromium); tests/test_browser.py will be skipped"
+      echo "note: chromium is missing (sudo apt-get install -y chromium); tests/test_browser.py will be skipped (and fail under CI=true)"
     fi
   fi
 fi
