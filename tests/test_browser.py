@@ -3,7 +3,9 @@ file:// with every network request refused, waits for the widgets and for MathJa
 (test artifacts, under ``$POLAR4D_ARTIFACTS`` or ``test-artifacts/``).
 
 Needs the Debian package ``chromium`` (tools/install.sh --test installs it where it can) and the Python
-package playwright, pointed at that binary: Playwright's own browser download does not work here.
+package playwright, pointed at that binary: Playwright's own browser download does not work here. Where
+either is missing the tests skip — except in CI (``CI=true``), where they fail: a CI run must not pass
+without having looked at the book.
 """
 
 from __future__ import annotations
@@ -14,16 +16,21 @@ from pathlib import Path
 
 import pytest
 
+from polar4d_lib import stages
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is missing: apt-get install -y chromium "
-                                                "(tools/install.sh --test does it as root)"),
-]
+pytestmark = pytest.mark.slow
+
+
+def _missing(what: str) -> None:
+    """Skip for want of ``what`` — or fail, in CI (``CI=true``)."""
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{what} (CI=true: the browser tests must run in CI)", pytrace=False)
+    pytest.skip(what)
 
 
 def _artifacts() -> Path:
@@ -34,7 +41,12 @@ def _artifacts() -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
+    if CHROMIUM is None:
+        _missing("headless Chromium is missing: apt-get install -y chromium (tools/install.sh --test does it as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the Python package playwright is missing: pip install playwright")
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
@@ -88,3 +100,37 @@ def test_explorer_widgets_render_offline(smoke_book, browser):
     page.screenshot(path=str(_artifacts() / "explorer.png"), full_page=True)
     assert not refused, f"the explorer page requested other hosts: {refused[:3]}"
     assert not errors, f"JavaScript errors on the explorer page: {errors[:3]}"
+
+
+def test_ci_fails_instead_of_skipping_without_chromium(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        _missing("headless Chromium is missing")
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        _missing("headless Chromium is missing")
+
+
+def test_results_and_performance_pages_fit_the_text_column(smoke_book, browser):
+    """The results page's tables and heatmaps stay inside the text column (nothing runs under the margin),
+    its heatmaps load, and the performance page renders (it says how to make benchmarks when there are none)."""
+    html = smoke_book / "_build" / "html" / "book" / "executed"
+    page, refused, errors = _open(browser, html / "04_results.html")
+    overflowing = page.evaluate("""() => {
+        const column = document.querySelector('article').getBoundingClientRect();
+        return [...document.querySelectorAll('article table, article img')]
+            .filter(e => e.getBoundingClientRect().right > column.right + 1)
+            .map(e => e.tagName + ': ' + e.textContent.slice(0, 40));
+    }""")
+    assert not overflowing, f"wider than the text column: {overflowing[:3]}"
+    images = page.locator("article img")
+    assert images.count() >= stages.by_name("results").min_figures and all(images.nth(i).evaluate("e => e.naturalWidth") > 100 for i in range(images.count()))
+    assert page.locator("text=± 0.0").count() == 0, "a spread of one seed is printed"
+    page.screenshot(path=str(_artifacts() / "results.png"), full_page=True)
+    performance, refused_performance, errors_performance = _open(browser, html / "05_performance.html")
+    assert performance.locator("article h1", has_text="Performance").count() == 1
+    assert performance.locator("article", has_text="polar4d benchmark --profile smoke").count() == 1, \
+        "with no benchmark files the page does not say how to make them"
+    performance.screenshot(path=str(_artifacts() / "performance.png"), full_page=True)
+    assert not refused and not refused_performance
+    assert not errors and not errors_performance
