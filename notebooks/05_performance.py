@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from polar4d_lib import book, plotting
+from polar4d_lib import benchmarking, plotting
 
 benchmarks_dir = Path("results/benchmarks" if benchmarks_dir is None else benchmarks_dir)
 
@@ -45,7 +45,7 @@ benchmarks_dir = Path("results/benchmarks" if benchmarks_dir is None else benchm
 # figures share a unit, a bar plot of them.
 
 # %%
-benchmarks = book.read_benchmarks(benchmarks_dir)
+benchmarks = benchmarking.read_all(benchmarks_dir)
 
 # %% tags=["hide-input"]
 if not benchmarks:

@@ -153,6 +153,22 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_all(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every benchmark file ``folder/*.json`` (as :func:`record` writes them), sorted by name; a file
+    without one of the keys the performance page shows is an error naming the file and the key."""
+    required = ("name", "title", "machine", "date", "commit", "profile", "parameters", "figures")
+    benchmarks = []
+    for path in sorted(Path(folder).glob("*.json")):
+        record = load(path)
+        missing = [key for key in required if key not in record]
+        missing += [f"figures[{i}].{key}" for i, figure in enumerate(record.get("figures", []))
+                    for key in ("quantity", "value", "unit") if key not in figure]
+        if missing:
+            raise ValueError(f"benchmark file {path} lacks {missing[0]!r}")
+        benchmarks.append(record)
+    return sorted(benchmarks, key=lambda record: record["name"])
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """A script in ``benchmarks/``: its arguments for each profile it fits (the sizes), the inputs it reads

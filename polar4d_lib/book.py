@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from polar4d_lib import config, stages
+from polar4d_lib import benchmarking, config, stages
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The shipped default model's files (beside ``cli.default_model_path()``): what a stage with
@@ -83,8 +83,8 @@ def project_path(path: Path, root: Path = ROOT) -> str:
 
 
 def benchmarks_dir(root: Path = ROOT) -> Path:
-    """Where ``polar4d benchmark`` writes one JSON per benchmark."""
-    return root / "results" / "benchmarks"
+    """Where ``polar4d benchmark`` writes one JSON per benchmark (:data:`benchmarking.RESULTS_DIR`) in ``root``."""
+    return root / benchmarking.RESULTS_DIR.relative_to(benchmarking.ROOT)
 
 
 def stage_parameters(stage: stages.Stage, profile: str, root: Path = ROOT) -> dict:
@@ -195,22 +195,6 @@ def execute_stage(stage: stages.Stage, profile: str, force: bool = False, root: 
     re-executes when its notebook, its parameters or what it reads changed."""
     return execute_chapter(stage.notebook, stage_parameters(stage, profile, root), stage_inputs(stage, profile, root),
                            root / "book" / "executed", force, root)
-
-
-def read_benchmarks(folder: Path) -> list[dict]:
-    """Every benchmark file ``folder/*.json`` (as ``polar4d benchmark`` writes them), sorted by name; a file
-    without one of the keys the performance page shows is an error naming the file and the key."""
-    required = ("name", "title", "machine", "date", "commit", "profile", "parameters", "figures")
-    benchmarks = []
-    for path in sorted(Path(folder).glob("*.json")):
-        record = json.loads(path.read_text())
-        missing = [key for key in required if key not in record]
-        missing += [f"figures[{i}].{key}" for i, figure in enumerate(record.get("figures", []))
-                    for key in ("quantity", "value", "unit") if key not in figure]
-        if missing:
-            raise ValueError(f"benchmark file {path} lacks {missing[0]!r}")
-        benchmarks.append(record)
-    return sorted(benchmarks, key=lambda record: record["name"])
 
 
 def build_book(root: Path = ROOT) -> Path:

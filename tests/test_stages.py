@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import book_settings
-from polar4d_lib import book, config, stages
+from polar4d_lib import benchmarking, book, config, stages
 from polar4d_lib.stages import Stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,13 +130,13 @@ def test_stamp_follows_what_a_stage_reads(tmp_path):
 def test_read_benchmarks_names_a_missing_key(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(_benchmark("b")))
     (tmp_path / "a.json").write_text(json.dumps(_benchmark("a")))
-    assert [b["name"] for b in book.read_benchmarks(tmp_path)] == ["a", "b"]
+    assert [b["name"] for b in benchmarking.read_all(tmp_path)] == ["a", "b"]
     broken = _benchmark("c")
     del broken["figures"][0]["unit"]
     (tmp_path / "c.json").write_text(json.dumps(broken))
     with pytest.raises(ValueError, match=r"c.json lacks 'figures\[0\].unit'"):
-        book.read_benchmarks(tmp_path)
-    assert book.read_benchmarks(tmp_path / "nothing") == []
+        benchmarking.read_all(tmp_path)
+    assert benchmarking.read_all(tmp_path / "nothing") == []
 
 
 @pytest.mark.slow
