@@ -42,7 +42,7 @@ profile = "smoke"  # smoke | default | robust | paper — sizes only
 results_dir = None  # where chapter 02 saved its models; None → f"results/{profile}"
 model_kinds = ["cnn-cls", "resnet-cls", "pca-knn", "physics"]  # models offered in the explorer and the maps
 default_model = True  # also show the shipped default model (data/MODEL_CARD.md), which reads one cell per position
-wall_overrides = None  # dict overriding the profile's `explore` section (scans.WallScanSpec fields)
+wall_overrides = None  # dict overriding the profile's `explore` section (wall_scan.WallScanSpec fields)
 doses = [None, 1e4, 1e3]  # electrons per pattern offered by the explorer (None: noise-free simulation)
 dose_seed = 0  # seed of the Poisson re-counting
 start_position = None  # (x, y) probe position shown first; None → the centre of the first domain
@@ -58,7 +58,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 
-from polar4d_lib import conventions, experiments, models, plotting, scans, widgets
+from polar4d_lib import conventions, experiments, models, plotting, wall_scan, widgets
 from polar4d_lib.cli import default_model_path
 
 chapter_start = time.perf_counter()
@@ -76,7 +76,7 @@ if default_model:
         raise FileNotFoundError(f"no shipped default model at {shipped}; set default_model=False or build it "
                                 "with `polar4d default-model` (data/MODEL_CARD.md)")
     fitted["default model"] = models.load_model(shipped)
-spec = scans.wall_scan_spec(profile, wall_overrides)
+spec = wall_scan.wall_scan_spec(profile, wall_overrides)
 print(spec)
 
 # %% [markdown]
@@ -89,7 +89,7 @@ print(spec)
 
 # %% tags=["hide-input"]
 start = time.perf_counter()
-scan_set, truth = scans.simulate_wall_scan(spec)
+scan_set, truth = wall_scan.simulate_wall_scan(spec)
 names = list(scan_set)
 first = scan_set[names[0]]
 rx, ry = first.data.shape[:2]

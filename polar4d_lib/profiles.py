@@ -27,7 +27,7 @@ SECTIONS: dict[str, str | tuple[str, ...]] = {
     "default_model": "polar4d_lib.recipes:TrainSettings",  # the shipped model's pattern candidates
     "stack_model": "polar4d_lib.recipes:TrainSettings",  # its cell-stack candidate
     "window_choice": ("min_electrons",),  # the electrons-per-window grid the candidates choose from
-    "explore": "polar4d_lib.scans:WallScanSpec",  # the explorer's wall scan
+    "explore": "polar4d_lib.wall_scan:WallScanSpec",  # the explorer's wall scan
     "realistic": "polar4d_lib.realistic:RealisticRanges",  # the scans a default model is chosen on
     "realistic_test": "polar4d_lib.realistic:RealisticRanges",  # the independent scans it is judged on
 }

@@ -10,7 +10,7 @@ import pytest
 
 from polar4d_lib import cache, config
 from polar4d_lib.realistic import RealisticScanSpec
-from polar4d_lib.scans import WallScanSpec
+from polar4d_lib.wall_scan import WallScanSpec
 
 
 def test_key_is_the_sha256_of_sorted_json_so_existing_caches_stay_valid():

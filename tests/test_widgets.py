@@ -1,11 +1,11 @@
-"""The scan explorer (polar4d_lib.widgets) and the wall scan it is shown on (polar4d_lib.scans)."""
+"""The scan explorer (polar4d_lib.widgets) and the wall scan it is shown on (polar4d_lib.wall_scan)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from polar4d_lib import conventions, datasets, models, scans, widgets
+from polar4d_lib import conventions, datasets, models, wall_scan, widgets
 from polar4d_lib.io import Scan
 from polar4d_lib.simulation import ProbeSettings, SimulationSettings
 
@@ -77,10 +77,10 @@ def test_explorer_refuses_what_it_cannot_show(scan_and_model):
 
 
 def test_wall_scan_has_two_domains_and_is_cached(tmp_path):
-    spec = scans.WallScanSpec(variant_a=0, variant_b=3, cells=2, thicknesses_nm=(0.395, 0.79), step_A=1.975,
+    spec = wall_scan.WallScanSpec(variant_a=0, variant_b=3, cells=2, thicknesses_nm=(0.395, 0.79), step_A=1.975,
                               probe=ProbeSettings(semiangle_mrad=24.0),
                               simulation=SimulationSettings(detector_shape=(32, 32)))
-    scan_set, truth = scans.simulate_wall_scan(spec, tmp_path)
+    scan_set, truth = wall_scan.simulate_wall_scan(spec, tmp_path)
     assert list(scan_set) == ["0.395 nm", "0.79 nm"]
     first = scan_set["0.395 nm"]
     assert first.data.shape == (4, 4, 32, 32) and first.scan_step_A == 1.975
@@ -89,8 +89,8 @@ def test_wall_scan_has_two_domains_and_is_cached(tmp_path):
     assert not np.allclose(scan_set["0.395 nm"].data, scan_set["0.79 nm"].data)
     cached = list((tmp_path / "scans").glob("wall-*.npz"))
     assert len(cached) == 1
-    again, _ = scans.simulate_wall_scan(spec, tmp_path)
+    again, _ = wall_scan.simulate_wall_scan(spec, tmp_path)
     np.testing.assert_array_equal(again["0.79 nm"].data, scan_set["0.79 nm"].data)
     with pytest.raises(KeyError, match="wall-scan setting"):
-        scans.wall_scan_spec("smoke", {"wall_thickness": 2})
-    assert scans.wall_scan_spec("smoke").cells == 4
+        wall_scan.wall_scan_spec("smoke", {"wall_thickness": 2})
+    assert wall_scan.wall_scan_spec("smoke").cells == 4
