@@ -36,7 +36,7 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown, display
 
-from polar4d_lib import conventions, inputs, models, plotting, realistic
+from polar4d_lib import conventions, inputs, plotting, realistic
 from polar4d_lib.cli import default_model_path
 
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
