@@ -309,12 +309,14 @@ def _simulate_unit(unit: Unit) -> dict[str, np.ndarray]:
         return unit.simulate()
 
 
-def _run(
-    todo: list[Unit], save: Callable[[Unit, dict[str, np.ndarray]], None], num_workers: int, scheduler: str | None
+def run_units(
+    todo: list[Any], save: Callable[[Any, dict[str, np.ndarray]], None], num_workers: int, scheduler: str | None,
+    desc: str = "simulating specimens",
 ) -> None:
-    """Simulate ``todo`` units — in this process, on a LocalCluster, or on a given dask scheduler —
-    saving each as soon as it arrives, with a progress bar."""
-    bar = tqdm(total=len(todo), desc="simulating specimens", unit="specimen", disable=not config.get("progress_bar"))
+    """Simulate ``todo`` units (anything with a ``simulate()`` that returns arrays: a dataset's
+    :class:`Unit`, a test suite's specimen) — in this process, on a LocalCluster, or on a given dask
+    scheduler — saving each as soon as it arrives, with a progress bar."""
+    bar = tqdm(total=len(todo), desc=desc, unit="specimen", disable=not config.get("progress_bar"))
     if not todo:
         bar.close()
         return
@@ -368,7 +370,7 @@ def build(
     scheduler = config.resolve("scheduler", scheduler)
     units = spec.units()
     todo = [u for u in units if not _cache_path(u, cache_dir).exists()]
-    _run(todo, lambda unit, arrays: cache.save(_cache_path(unit, cache_dir), arrays), num_workers, scheduler)
+    run_units(todo, lambda unit, arrays: cache.save(_cache_path(unit, cache_dir), arrays), num_workers, scheduler)
     paths = [_cache_path(u, cache_dir) for u in units]
     attrs = {
         "schema": SCHEMA,

@@ -30,6 +30,7 @@ SECTIONS: dict[str, str | tuple[str, ...]] = {
     "explore": "polar4d_lib.wall_scan:WallScanSpec",  # the explorer's wall scan
     "realistic": "polar4d_lib.realistic:RealisticRanges",  # the scans a default model is chosen on
     "realistic_test": "polar4d_lib.realistic:RealisticRanges",  # the independent scans it is judged on
+    "domain_gap": "polar4d_lib.suites:GapSettings",  # the domain-gap chapter's test suites
 }
 
 
