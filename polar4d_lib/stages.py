@@ -56,11 +56,14 @@ STAGES: tuple[Stage, ...] = (
           dataset=True, min_figures=15),
     Stage("training", "02_training", "Training the polarization classifiers",
           dataset=True, writes=("training.json", "models"), min_figures=6),
-    Stage("explorer", "03_explorer", "Exploring a scan: maps, patterns and predictions",
+    Stage("domain_gap", "03_domain_gap", "The domain gap: from ideal simulations to realistic scans",
+          dataset=True, reads=("training.json", "models"), default_model=True, writes=("domain_gap.json",),
+          min_figures=5),
+    Stage("explorer", "06_explorer", "Exploring a scan: maps, patterns and predictions",
           reads=("training.json", "models"), default_model=True, writes=("explorer.json",), min_figures=3),
-    Stage("results", "04_results", "Results",
+    Stage("results", "07_results", "Results",
           reads=("training.json", "explorer.json"), default_model=True, min_figures=3),
-    Stage("performance", "05_performance", "Performance", benchmarks=True),
+    Stage("performance", "08_performance", "Performance", benchmarks=True),
 )
 
 

@@ -39,11 +39,13 @@ SCHEMA = 1
 
 @dataclass(frozen=True)
 class Raster:
-    """A raster over the whole supercell: the probe, the step (Å) and where it starts in the cell (Å)."""
+    """A raster: the probe, the step (Å), where it starts in the cell (Å) and how many unit cells per side it
+    covers (None: the whole supercell; the crystal is periodic, so one cell holds every distinct position)."""
 
     probe: ProbeSettings = ProbeSettings()
     step_A: float = conventions.A_A / 4
     origin_A: tuple[float, float] = (0.0, 0.0)
+    cells: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ class SpecimenUnit:
         size = (self.cells * self.a_A,) * 2
         out = {}
         for i, raster in enumerate(self.rasters):
-            positions, shape = region_grid_positions(raster.origin_A, size, raster.step_A)
+            covered = (min(raster.cells or self.cells, self.cells) * self.a_A,) * 2
+            positions, shape = region_grid_positions(raster.origin_A, covered, raster.step_A)
             patterns = prism.patterns(raster.probe, np.mod(positions, size))
             out[f"r{i}"] = patterns.reshape((len(self.thicknesses_nm),) + shape + patterns.shape[-2:]).astype(np.float32)
         return out
@@ -156,7 +159,9 @@ def _sampling(condition: Condition, value: float, settings: "GapSettings") -> Co
 
 
 def _step(condition: Condition, value: float, settings: "GapSettings") -> Condition:
-    return replace(condition, raster=replace(condition.raster, step_A=settings.a_A / float(value)))
+    """A raster at a/value over the whole supercell: a step off the cell's grid needs more than one cell to
+    hold a cell's worth of positions."""
+    return replace(condition, raster=replace(condition.raster, step_A=settings.a_A / float(value), cells=None))
 
 
 #: factor → how it is swept. A new nuisance is one entry here (and its values in profiles.yaml).
@@ -197,16 +202,26 @@ class GapSettings:
     thickness_nm: float = 19.75
     step_A: float = conventions.A_A / 4
     background_dose_e_per_pattern: float = 1e5
+    #: Unit cells per side the synthetic rows' and sweeps' rasters cover (None: the whole supercell).
+    scan_cells: int | None = None
+    #: The model kinds the sweeps score (None: every model of the chapter; the shipped model always).
+    sweep_kinds: tuple[str, ...] | None = None
     #: Synthetic rows: every class at each of these supercells × thicknesses.
     synthetic_cells: tuple[int, ...] = (2, 3)
     synthetic_thicknesses_nm: tuple[float, ...] = (19.75, 49.375)
     #: Realistic rows: the profile's ``realistic`` section with these replaced, and the detector effects of the
     #: acquisition model fully on (:class:`polar4d_lib.realistic.RealisticRanges` fields).
     realistic: dict[str, Any] = field(default_factory=dict)
+    #: A counting detector's blur, stray background and read noise (px, counts/px, counts): at 10^3 e/pattern
+    #: on 256 × 256 px a background of 0.05 counts/px is 3 times the signal.
     full_acquisition: dict[str, Any] = field(default_factory=lambda: {
-        "psf_max_px": 1.5, "background_counts": 2.0, "dark_noise_sigma": 1.0})
+        "psf_max_px": 1.5, "background_counts": 0.05, "dark_noise_sigma": 0.3})
     #: factor (:data:`FACTORS`) → values.
     sweeps: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    #: The paper's ablation, retrained here: ``kinds`` (model kinds), ``train`` (training-setting overrides
+    #: common to every regime, :class:`polar4d_lib.recipes.TrainSettings` fields) and ``regimes`` (name →
+    #: the overrides that make it). Empty: no ablation.
+    ablation: dict[str, Any] = field(default_factory=dict)
     simulation: SimulationSettings = SimulationSettings()
     a_A: float = conventions.A_A
 
@@ -222,7 +237,7 @@ class GapSettings:
 
         values = {**profiles.section(profile, "domain_gap"), **(overrides or {})}
         config.check_known_keys(values, cls.__dataclass_fields__, "domain-gap setting", KeyError)
-        for key in ("classes", "synthetic_cells", "synthetic_thicknesses_nm"):
+        for key in ("classes", "synthetic_cells", "synthetic_thicknesses_nm", "sweep_kinds"):
             if key in values:
                 values[key] = tuple(values[key])
         if "sweeps" in values:
@@ -232,7 +247,8 @@ class GapSettings:
         return cls(**values)
 
     def base(self) -> Condition:
-        return Condition(self.cells, self.disorder_seed, (0.0, 0.0), Raster(step_A=self.step_A), self.thickness_nm)
+        return Condition(self.cells, self.disorder_seed, (0.0, 0.0), Raster(step_A=self.step_A, cells=self.scan_cells),
+                         self.thickness_nm)
 
     def variants(self) -> list[int]:
         """One variant per class (the first of each), class order."""
@@ -376,5 +392,6 @@ def score(model: Any, scans: Sequence[SuiteScan], cells: Sequence[float] = (0, 1
             row[f"share_{key}"] = float(np.isin(classes, item.accepted).mean())
             row[f"majority_{key}"] = bool(int(counts.argmax()) in item.accepted)
         row["window_px"] = None if maps is None else maps.window_px
+        row["scan_px"] = min(rx, ry)
         rows.append(row)
     return rows

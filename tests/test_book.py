@@ -26,7 +26,7 @@ def test_smoke_book_builds_offline(smoke_book, monkeypatch):
         assert str(root) not in text, f"{stage.name}: the page shows an absolute path of the building machine"
         assert "injected-parameters" not in text, f"{stage.name}: papermill's injected cell is shown"
     # with no benchmark files the performance page says how to make them
-    assert "polar4d benchmark --profile smoke" in (html / "book" / "executed" / "05_performance.html").read_text()
+    assert "polar4d benchmark --profile smoke" in (html / "book" / "executed" / "08_performance.html").read_text()
     for name in ("methods", "reproduce", "limitations", "references"):
         assert (html / "book" / f"{name}.html").exists(), f"prose page {name} was not built"
     assert "martinc2026" in (html / "book" / "references.html").read_text().replace("Martinc", "martinc2026"), \
@@ -38,11 +38,11 @@ def test_smoke_book_builds_offline(smoke_book, monkeypatch):
     assert (html / "_static" / "requirejs" / "require.js").exists()
     # The results page shows numbers read from the chapters' JSON, not typed ones.
     training = json.loads((root / "results" / "smoke" / "training.json").read_text())
-    results_page = (html / "book" / "executed" / "04_results.html").read_text()
+    results_page = (html / "book" / "executed" / "07_results.html").read_text()
     best = max(training["aggregate"]["blocked"].items(), key=lambda kv: kv[1]["accuracy"]["mean"])
     assert f"{100 * best[1]['accuracy']['mean']:.1f}" in results_page
     # The explorer page carries the saved widget state (it renders without a kernel).
-    assert "application/vnd.jupyter.widget-state+json" in (html / "book" / "executed" / "03_explorer.html").read_text()
+    assert "application/vnd.jupyter.widget-state+json" in (html / "book" / "executed" / "06_explorer.html").read_text()
     # A second run finds everything up to date and does not execute again.
     stamps = {s.name: (root / f"{s.executed}.ipynb").stat().st_mtime for s in stages.STAGES}
     monkeypatch.chdir(root)

@@ -89,7 +89,7 @@ def test_index_and_math_render_offline(smoke_book, browser):
 
 
 def test_explorer_widgets_render_offline(smoke_book, browser):
-    page, refused, errors = _open(browser, smoke_book / "_build" / "html" / "book" / "executed" / "03_explorer.html")
+    page, refused, errors = _open(browser, smoke_book / "_build" / "html" / "book" / "executed" / "06_explorer.html")
     page.wait_for_selector(".jupyter-widgets img, .widget-image", timeout=60_000)
     assert page.locator(".widget-dropdown").count() >= 3, "the explorer's dropdowns (scan, model, dose) are missing"
     assert page.locator(".widget-slider, .widget-hslider").count() >= 2, "the position sliders are missing"
@@ -115,22 +115,39 @@ def test_results_and_performance_pages_fit_the_text_column(smoke_book, browser):
     """The results page's tables and heatmaps stay inside the text column (nothing runs under the margin),
     its heatmaps load, and the performance page renders (it says how to make benchmarks when there are none)."""
     html = smoke_book / "_build" / "html" / "book" / "executed"
-    page, refused, errors = _open(browser, html / "04_results.html")
-    overflowing = page.evaluate("""() => {
-        const column = document.querySelector('article').getBoundingClientRect();
-        return [...document.querySelectorAll('article table, article img')]
-            .filter(e => e.getBoundingClientRect().right > column.right + 1)
-            .map(e => e.tagName + ': ' + e.textContent.slice(0, 40));
-    }""")
+    page, refused, errors = _open(browser, html / "07_results.html")
+    overflowing = _overflowing(page)
     assert not overflowing, f"wider than the text column: {overflowing[:3]}"
     images = page.locator("article img")
     assert images.count() >= stages.by_name("results").min_figures and all(images.nth(i).evaluate("e => e.naturalWidth") > 100 for i in range(images.count()))
     assert page.locator("text=± 0.0").count() == 0, "a spread of one seed is printed"
     page.screenshot(path=str(_artifacts() / "results.png"), full_page=True)
-    performance, refused_performance, errors_performance = _open(browser, html / "05_performance.html")
+    performance, refused_performance, errors_performance = _open(browser, html / "08_performance.html")
     assert performance.locator("article h1", has_text="Performance").count() == 1
     assert performance.locator("article", has_text="polar4d benchmark --profile smoke").count() == 1, \
         "with no benchmark files the page does not say how to make them"
     performance.screenshot(path=str(_artifacts() / "performance.png"), full_page=True)
     assert not refused and not refused_performance
     assert not errors and not errors_performance
+
+
+def _overflowing(page) -> list[str]:
+    """Tables and images of the page's article that reach past its text column."""
+    return page.evaluate("""() => {
+        const column = document.querySelector('article').getBoundingClientRect();
+        return [...document.querySelectorAll('article table, article img')]
+            .filter(e => e.getBoundingClientRect().right > column.right + 1)
+            .map(e => e.tagName + ': ' + e.textContent.slice(0, 40));
+    }""")
+
+
+def test_domain_gap_page_fits_the_text_column(smoke_book, browser):
+    """The domain-gap chapter's tables and heatmaps stay inside the text column and its figures load."""
+    page, refused, errors = _open(browser, smoke_book / "_build" / "html" / "book" / "executed" / "03_domain_gap.html")
+    overflowing = _overflowing(page)
+    assert not overflowing, f"wider than the text column: {overflowing[:3]}"
+    images = page.locator("article img")
+    assert images.count() >= stages.by_name("domain_gap").min_figures
+    assert all(images.nth(i).evaluate("e => e.naturalWidth") > 100 for i in range(images.count()))
+    page.screenshot(path=str(_artifacts() / "domain_gap.png"), full_page=True)
+    assert not refused and not errors

@@ -61,13 +61,13 @@ def test_chapter_executed_on_smoke_without_errors(smoke_book, stage):
 
 @pytest.mark.slow
 def test_a_reader_reruns_one_chapter_alone_with_papermill(smoke_book, tmp_path):
-    template = tmp_path / "04_results.ipynb"
-    jupytext.write(jupytext.read(ROOT / "notebooks" / "04_results.py"), template)
+    template = tmp_path / "07_results.ipynb"
+    jupytext.write(jupytext.read(ROOT / "notebooks" / "07_results.py"), template)
     out = tmp_path / "out.ipynb"
     papermill.execute_notebook(str(template), str(out), cwd=str(tmp_path), kernel_name="python3", progress_bar=False,
                                parameters={"profile": "smoke", "results_dir": str(smoke_book / "results" / "smoke")})
     text = out.read_text()
     assert "best:" in text and '"output_type": "error"' not in text
-    with pytest.raises(papermill.PapermillExecutionError, match="run chapters 02_training and 03_explorer"):
+    with pytest.raises(papermill.PapermillExecutionError, match="run chapters 02_training and 06_explorer"):
         papermill.execute_notebook(str(template), str(tmp_path / "bad.ipynb"), cwd=str(tmp_path), kernel_name="python3",
                                    progress_bar=False, parameters={"profile": "smoke", "results_dir": str(tmp_path)})

@@ -143,7 +143,7 @@ def test_read_benchmarks_names_a_missing_key(tmp_path):
 def test_performance_page_renders_every_benchmark_or_says_how_to_make_them(tmp_path, monkeypatch):
     root = tmp_path / "root"
     (root / "notebooks").mkdir(parents=True)
-    shutil.copy(ROOT / "notebooks" / "05_performance.py", root / "notebooks")
+    shutil.copy(ROOT / "notebooks" / "08_performance.py", root / "notebooks")
     stage = stages.by_name("performance")
     monkeypatch.chdir(root)
     with config.set({**book_settings(root), "progress_bar": False}):

@@ -4,6 +4,7 @@ nuisance actually in the recorded scans."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import numpy as np
 import pytest
 
@@ -186,3 +187,13 @@ def test_score_counts_accepted_classes_and_refusals(built):
     refusing = type("Refusing", (), {"kind": "r", "input_kind": Refuses()})()
     (score,) = suites.score(refusing, sweeps[:1])
     assert score["share_0"] is None and score["majority_0"] is None and score["refused"] == "too coarse"
+
+
+def test_scan_cells_limits_the_raster_to_whole_cells(tmp_path):
+    settings = suites.GapSettings.for_profile("smoke", {"cells": 2, "scan_cells": 1, "classes": [0],
+                                                        "sweeps": {"defocus": [0.0]}})
+    with config.set({"progress_bar": False}):
+        (item,) = suites.condition_scans(suites.sweep_conditions(settings), settings, tmp_path)
+        (whole,) = suites.condition_scans(suites.sweep_conditions(replace(settings, scan_cells=None)), settings, tmp_path)
+    assert item.scan.data.shape[:2] == (4, 4) and whole.scan.data.shape[:2] == (8, 8)
+    np.testing.assert_allclose(item.scan.data, whole.scan.data[:4, :4], rtol=1e-5, atol=1e-8)  # the same positions

@@ -43,7 +43,7 @@ results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
 missing = [name for name in ("training.json", "explorer.json") if not (results_dir / name).exists()]
 if missing:
     raise FileNotFoundError(f"{', '.join(missing)} missing in {results_dir}; run chapters 02_training and "
-                            f"03_explorer with profile={profile!r} first (polar4d book --profile {profile})")
+                            f"06_explorer with profile={profile!r} first (polar4d book --profile {profile})")
 training = json.loads((results_dir / "training.json").read_text())
 explorer = json.loads((results_dir / "explorer.json").read_text())
 
