@@ -49,6 +49,7 @@ gap_kinds = ["pca-knn", "cnn-cls"]  # models whose features measure the gap (PCA
 gap_patterns = 400  # patterns per set (training sample, each row) the gap measure draws
 adaptation_rows = None  # rows adapted to without labels; None → the last realistic row (the detector effects on)
 seed = 0  # the draws of the gap measure's samples
+progress_bar = False  # tqdm bars while suites simulate and the ablation trains (noisy in a book)
 
 # %% tags=["remove-input"]
 # %matplotlib inline
@@ -62,10 +63,11 @@ from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 from scipy import stats
 
-from polar4d_lib import adaptation, conventions, datasets, evaluation, experiments, inputs, models, plotting, shift, suites
+from polar4d_lib import adaptation, config, conventions, datasets, evaluation, experiments, inputs, models, plotting, shift, suites
 from polar4d_lib.cli import default_model_path
 
 chapter_start = time.perf_counter()
+config.set({"progress_bar": progress_bar})
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
 dataset_path = Path(f"data/{profile}.zarr" if dataset_path is None else dataset_path)
 for needed in (results_dir / "training.json", results_dir / "models"):
@@ -402,7 +404,7 @@ for fam in families:
     part = curves[curves.family == fam]
     best_column = part.groupby("column")["accuracy"].mean().idxmax()
     part = part[part.column == best_column].sort_values("electrons")
-    ax.plot(part["electrons"], 100 * part["accuracy"], "o", ms=4, label=f"{fam} ({best_column})")
+    ax.plot(part["electrons"], 100 * part["accuracy"], "o", ms=4, label=fam if best_column == fam else f"{fam} ({best_column})")
 ax.set_xscale("log")
 ax.axhline(chance, color="0.8", lw=0.8)
 ax.set_xlabel("electrons per decision")
@@ -543,9 +545,11 @@ if len(ablation):
         part = part.dropna(subset=["realistic"])
         if len(part):
             best, worst = part.loc[part["realistic"].idxmax()], part.loc[part["realistic"].idxmin()]
-            claims.append(f"* **Ablation, {column}:** on the realistic rows the best regime is *{best['regime']}* "
-                          f"({pct(100 * best['realistic'])}), the worst *{worst['regime']}* ({pct(100 * worst['realistic'])}); "
-                          f"on held-out specimens they score {pct(100 * best['holdout'])} and {pct(100 * worst['holdout'])}.")
+            claims.append(f"* **Ablation, {column}:** on the realistic rows *{best['regime']}* scores "
+                          f"{pct(100 * best['realistic'])} and *{worst['regime']}* {pct(100 * worst['realistic'])} (the "
+                          f"highest and the lowest; on held-out specimens {pct(100 * best['holdout'])} and "
+                          f"{pct(100 * worst['holdout'])}): " + verdict(100 * best["realistic"], 100 * worst["realistic"],
+                                                                    "the regime matters.", "the regime matters."))
 if len(adapted):
     gain = adapted.pivot_table(index="column", columns="method", values="accuracy", aggfunc="mean")
     for method in [m for m in adaptation.METHODS if m != "none" and m in gain]:

@@ -42,8 +42,8 @@ def test_several_specimens_per_class_extend_the_draw_and_are_named_apart(smoke_r
         realistic.realistic_specs(replace(ranges, specimens_per_class=0))
     # scans of the second specimen of a class carry "#2" (two classes × two specimens × two thicknesses)
     names = [item.name for item in realistic.realistic_scans(replace(smoke_ranges, specimens_per_class=2))]
-    assert names == ["RM 1.975 nm", "RM 3.95 nm", "RM #2 1.975 nm", "RM #2 3.95 nm",
-                     "RU 1.975 nm", "RU 3.95 nm", "RU #2 1.975 nm", "RU #2 3.95 nm"]
+    assert names == ["RM 2 nm", "RM 4 nm", "RM #2 2 nm", "RM #2 4 nm",
+                     "RU 2 nm", "RU 4 nm", "RU #2 2 nm", "RU #2 4 nm"]
 
 
 def test_random_origins_only_move_where_each_raster_starts():

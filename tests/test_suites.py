@@ -46,7 +46,7 @@ def test_unknown_factor_is_a_one_line_error():
 def test_rows_and_sweeps_cover_every_class_row_and_value(built):
     settings, rows, sweeps, _ = built
     names = suites.row_names(rows)
-    assert names[:4] == ["S 1×1, 1.975 nm", "S 1×1, 3.95 nm", "S 2×2, 1.975 nm", "S 2×2, 3.95 nm"]
+    assert names[:4] == ["S 1×1, 2 nm", "S 1×1, 4 nm", "S 2×2, 2 nm", "S 2×2, 4 nm"]
     assert [n for n in names if n.startswith("R ")] == ["R realistic detectors, a/2", "R + PSF, background, a/2"]
     for name in names:
         assert sorted(s.accepted for s in rows if s.row == name) == [(0,), (1,)]
@@ -69,7 +69,7 @@ def test_synthetic_rows_are_ideal_and_cover_the_supercell(built):
 
 def test_dose_sweep_records_the_dose(built):
     _, _, sweeps, _ = built
-    ideal = sweep(sweeps, "thickness", 1.975).scan.data  # the base specimen, raster and thickness
+    ideal = sweep(sweeps, "thickness", 2.0).scan.data  # the base specimen, raster and thickness
     for dose in (1e3, 1e5):
         counts = sweep(sweeps, "dose", dose).scan.data
         assert np.all(counts == np.round(counts))
@@ -105,7 +105,7 @@ def test_background_is_added_in_counts(built):
     settings, _, sweeps, _ = built
     clean = sweep(sweeps, "background", 0.0).scan.data
     noisy = sweep(sweeps, "background", 100.0).scan.data
-    ideal = sweep(sweeps, "thickness", 1.975).scan.data
+    ideal = sweep(sweeps, "thickness", 2.0).scan.data
     assert clean.sum() / ideal.sum() == pytest.approx(settings.background_dose_e_per_pattern, rel=0.01)
     assert (noisy - clean).mean() == pytest.approx(100.0, abs=0.5)
     dark = ideal * settings.background_dose_e_per_pattern < 1e-3  # pixels the beam (almost) never reaches
@@ -116,10 +116,10 @@ def test_background_is_added_in_counts(built):
 
 def test_probe_and_specimen_factors_change_the_patterns(built):
     _, _, sweeps, _ = built
-    base = sweep(sweeps, "thickness", 1.975).scan.data
+    base = sweep(sweeps, "thickness", 2.0).scan.data
     for factor, value in [("defocus", 0.0), ("astigmatism", 0.0), ("mistilt", 0.0), ("K/Na disorder", 201)]:
         np.testing.assert_array_equal(sweep(sweeps, factor, value).scan.data, base)  # the base conditions
-    for factor, value in [("thickness", 3.95), ("defocus", 10.0), ("astigmatism", 10.0), ("mistilt", 2.0),
+    for factor, value in [("thickness", 4.0), ("defocus", 10.0), ("astigmatism", 10.0), ("mistilt", 2.0),
                           ("K/Na disorder", 202)]:
         item = sweep(sweeps, factor, value)
         assert np.abs(item.scan.data - base).sum() / base.sum() > 1e-3, factor
