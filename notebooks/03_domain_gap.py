@@ -124,7 +124,8 @@ display(suite_table)
 sweep_table = pd.DataFrame([{"factor": f, "values": ", ".join(f"{v:g}" for v in settings.sweeps[f]),
                              "unit": suites.FACTORS[f].unit, "what changes": suites.FACTORS[f].description}
                             for f in settings.sweeps]).set_index("factor")
-display(sweep_table)
+with pd.option_context("display.max_colwidth", None):
+    display(sweep_table)
 r = suites.realistic_ranges(profile, settings, full=True)
 display(Markdown(
     f"Realistic rows: {r.cells} × {r.cells} cells, {len(r.classes)} classes × {r.specimens_per_class} specimen(s), "
@@ -204,8 +205,8 @@ def grid(value):
     return 100 * out
 
 # %% tags=["hide-input"]
-fig = Figure(figsize=(15, 0.5 * len(all_rows) + 2.5), layout="constrained")
-axes = fig.subplots(1, 2)
+fig = Figure(figsize=(9, 2 * (0.45 * len(all_rows) + 2.2)), layout="constrained")
+axes = fig.subplots(2, 1)
 spread = grid("accuracy_std") if table["n_seeds"].max() > 1 else None
 plotting.heatmap_table(grid("accuracy_mean"), spread, label="patterns right (%)", vmin=0, vmax=100, ax=axes[0],
                        title="per pattern (the model's own map)")
@@ -214,8 +215,8 @@ plotting.heatmap_table(grid("pooled_accuracy_mean"), label="patterns right (%)",
 fig
 
 # %% tags=["hide-input"]
-fig = Figure(figsize=(15, 0.5 * len(row_names) + 2.5), layout="constrained")
-axes = fig.subplots(1, 2)
+fig = Figure(figsize=(9, 2 * (0.45 * len(row_names) + 2.2)), layout="constrained")
+axes = fig.subplots(2, 1)
 plotting.heatmap_table(grid("majority_correct").loc[row_names], label="scans with the right majority (%)", vmin=0,
                        vmax=100, ax=axes[0], fmt=".0f", cmap="mako", title="majority right, per pattern")
 plotting.heatmap_table(grid("pooled_majority_correct").loc[row_names], label="scans with the right majority (%)",
@@ -234,6 +235,12 @@ def mean_over(columns, rows_, frame=acc):
     """The mean of ``frame`` (%) over the rows and columns given, NaN where none of them was scored."""
     values = frame.loc[rows_, [c for c in columns if c in frame]].to_numpy(dtype=float)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def worst(values):
+    """The lowest finite value (%), NaN where none was scored."""
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmin(values)) if np.isfinite(values).any() else float("nan")
 
 
 def pct(value):
@@ -255,9 +262,9 @@ if SHIPPED in fitted:
     refused = [s for s in row_scores[SHIPPED] if s["refused"] and s["row"] in realistic_rows]
     realistic_scans = [s for s in row_scores[SHIPPED] if s["row"] in realistic_rows]
     lines.append(f"* **The shipped cnn-stack** scores {pct(mean_over([SHIPPED], realistic_rows))} on the realistic rows "
-                 f"(worst row {pct(np.nanmin(acc.loc[realistic_rows, SHIPPED]))}) and "
+                 f"(worst row {pct(worst(acc.loc[realistic_rows, SHIPPED]))}) and "
                  f"{pct(mean_over([SHIPPED], synthetic_rows))} on the synthetic rows (worst "
-                 f"{pct(np.nanmin(acc.loc[synthetic_rows, SHIPPED]))}).")
+                 f"{pct(worst(acc.loc[synthetic_rows, SHIPPED]))}).")
     if refused:
         lines.append(f"* It refuses {len(refused)} of the {len(realistic_scans)} realistic scans (left out of its "
                      f"means), as `polar4d predict` would: {refused[0]['refused']}")
