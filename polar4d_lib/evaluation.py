@@ -146,6 +146,15 @@ def _label_set(dataset_label: Any) -> list[int]:
     return sorted({conventions.class_index(k) for k in dataset_label})
 
 
+def label_set_scores(y_pred: np.ndarray, dataset_label: Any) -> tuple[float, bool]:
+    """The paper's scores of predicted classes against a label a test set carries as a whole (a class, a name,
+    or several): the share of predictions in it, and whether the most frequent prediction is in it."""
+    p = _labels(y_pred, "y_pred")
+    accepted = _label_set(dataset_label)
+    majority = int(np.argmax(np.bincount(p, minlength=conventions.N_CLASSES)))
+    return float(np.mean(np.isin(p, accepted))), majority in accepted
+
+
 def metrics(y_true: np.ndarray, y_pred: np.ndarray, dataset_label: Any = None,
             pred_angle_deg: np.ndarray | None = None) -> dict[str, Any]:
     """Scores of predicted classes against true ones.
@@ -164,9 +173,10 @@ def metrics(y_true: np.ndarray, y_pred: np.ndarray, dataset_label: Any = None,
         raise ValueError(f"pred_angle_deg must have one angle per pattern, got shape {angles.shape}")
     counts = np.bincount(p, minlength=conventions.N_CLASSES)
     majority = int(np.argmax(counts))
-    accepted = _label_set(dataset_label) if dataset_label is not None else None
-    share = float(np.mean(np.isin(p, accepted))) if accepted is not None else float(accuracy_score(t, p))
-    majority_ok = majority in accepted if accepted is not None else majority == int(np.argmax(np.bincount(t)))
+    if dataset_label is not None:
+        share, majority_ok = label_set_scores(p, dataset_label)
+    else:
+        share, majority_ok = float(accuracy_score(t, p)), majority == int(np.argmax(np.bincount(t)))
     return {
         "n": int(len(t)),
         "accuracy": float(accuracy_score(t, p)),

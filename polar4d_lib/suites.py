@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from polar4d_lib import cache, config, conventions, pacbed, realistic
+from polar4d_lib import cache, config, conventions, evaluation, pacbed, realistic
 from polar4d_lib.acquisition import Acquisition
 from polar4d_lib.io import Scan
 from polar4d_lib.simulation import PrismSpecimen, ProbeSettings, SimulationSettings, region_grid_positions
@@ -388,9 +388,8 @@ def score(model: Any, scans: Sequence[SuiteScan], cells: Sequence[float] = (0, 1
             if c > 0:
                 proba = pooled_probabilities(proba, max(1, int(round(c * cell_window(item)))))
             classes = proba.reshape(rx * ry, -1).argmax(axis=1) if c > 0 else np.asarray(maps.classes).ravel()
-            counts = np.bincount(classes, minlength=conventions.N_CLASSES)
-            row[f"share_{key}"] = float(np.isin(classes, item.accepted).mean())
-            row[f"majority_{key}"] = bool(int(counts.argmax()) in item.accepted)
+            share, majority = evaluation.label_set_scores(classes, item.accepted)
+            row[f"share_{key}"], row[f"majority_{key}"] = share, bool(majority)
         row["window_px"] = None if maps is None else maps.window_px
         row["scan_px"] = min(rx, ry)
         rows.append(row)
