@@ -63,7 +63,7 @@ from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 from scipy import stats
 
-from polar4d_lib import adaptation, config, conventions, datasets, evaluation, experiments, inputs, models, plotting, shift, suites
+from polar4d_lib import adaptation, config, conventions, datasets, evaluation, experiments, models, plotting, shift, suites
 from polar4d_lib.cli import default_model_path
 
 chapter_start = time.perf_counter()
@@ -336,10 +336,6 @@ for factor in settings.sweeps:
             float(np.mean([s["share_0"] for s in sweep_scores[column] if s["row"] == factor and s["value"] == v
                            and s["share_0"] is not None] or [np.nan])) for v in values]
 families = list(dict.fromkeys(family(c) for c in sweep_columns))
-base = settings.base()
-base_value = {"thickness": base.thickness_nm, "defocus": 0.0, "astigmatism": 0.0, "mistilt": 0.0,
-              "center offset": 0.0, "detector sampling": settings.simulation.q_sampling_mrad, "PSF": 0.0,
-              "background": 0.0, "K/Na disorder": base.disorder_seed, "scan step": settings.a_A / base.raster.step_A}
 ncols = 4
 nrows = -(-len(sweep_results) // ncols)
 fig = Figure(figsize=(3.4 * ncols, 2.7 * nrows), layout="constrained")
@@ -348,8 +344,8 @@ for ax, (factor, result) in zip(axes, sweep_results.items()):
     for fam in families:
         curve = family_curve(result, fam)
         ax.plot(result["values"], 100 * curve, "o-", ms=3, label=fam)
-    if factor in base_value:
-        ax.axvline(base_value[factor], color="0.6", ls="--", lw=0.8)
+    if suites.FACTORS[factor].base(settings) is not None:
+        ax.axvline(suites.FACTORS[factor].base(settings), color="0.6", ls="--", lw=0.8)
     if factor == "dose":
         ax.set_xscale("log")
     ax.axhline(chance, color="0.8", lw=0.8)
@@ -449,8 +445,7 @@ for kind in gap_kinds:
         per_scan = max(1, gap_patterns // len(items))
         features = []
         for item in items:
-            rx, ry, qx, qy = item.scan.data.shape
-            patterns = inputs.in_scan_frame(item.scan.data.reshape(rx * ry, qx, qy), item.scan)
+            patterns = item.patterns()
             pick = rng.choice(len(patterns), size=min(per_scan, len(patterns)), replace=False)
             features.append(shift.embed(model, patterns[pick], item.scan.q_sampling_mrad))
         features = np.concatenate(features)
@@ -499,9 +494,7 @@ for column, model in fitted.items():
             if method == methods[0]:  # "none": the table's own score of the scan
                 accuracy = unadapted["share_0"]
             else:
-                rx, ry, qx, qy = item.scan.data.shape
-                patterns = inputs.in_scan_frame(item.scan.data.reshape(rx * ry, qx, qy), item.scan)
-                adapted_model = adaptation.METHODS[method](model, patterns, item.scan.q_sampling_mrad)
+                adapted_model = adaptation.METHODS[method](model, item.patterns(), item.scan.q_sampling_mrad)
                 accuracy = suites.score(adapted_model, [item], cells=(0,))[0]["share_0"]
             adapted.append({"row": item.row, "column": column, "method": method, "accuracy": accuracy})
 adapted = pd.DataFrame(adapted)

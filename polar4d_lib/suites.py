@@ -22,6 +22,7 @@ thicknesses are drawn from it without rebuilding. Lengths Å, thicknesses nm, an
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -63,10 +64,6 @@ class SpecimenUnit:
     simulation: SimulationSettings = SimulationSettings()
     a_A: float = conventions.A_A
 
-    @property
-    def label(self) -> int:
-        return int(conventions.VARIANT_CLASSES[self.variant])
-
     def key(self) -> str:
         from polar4d_lib.datasets import versions
 
@@ -91,8 +88,6 @@ def simulate_units(units: Sequence[SpecimenUnit], cache_dir: str | Path | None =
                    num_workers: int | None = None) -> list[dict[str, np.ndarray]]:
     """The patterns of every unit (:meth:`SpecimenUnit.simulate`), from the cache or simulated in parallel
     (one unit per core, as :func:`polar4d_lib.datasets.run_units`) and cached."""
-    import os
-
     from polar4d_lib.datasets import run_units
 
     path = {unit.key(): cache.path("suites", unit.key(), cache_dir) for unit in units}
@@ -115,6 +110,13 @@ class SuiteScan:
     accepted: tuple[int, ...]
     description: dict[str, Any] = field(default_factory=dict)
 
+    def patterns(self) -> np.ndarray:
+        """The scan's patterns (Rx·Ry, Qx, Qy), x-major, in the scan's frame (as a model reads them)."""
+        from polar4d_lib import inputs
+
+        rx, ry, qx, qy = self.scan.data.shape
+        return inputs.in_scan_frame(self.scan.data.reshape(rx * ry, qx, qy), self.scan)
+
 
 # --- the sweeps ------------------------------------------------------------------------------------------
 
@@ -129,16 +131,17 @@ class Condition:
     raster: Raster
     thickness_nm: float
     acquisition: Acquisition | None = None
-    step_known: bool = True
 
 
 @dataclass(frozen=True)
 class Factor:
-    """A nuisance swept alone: its unit, and how a value changes the base :class:`Condition`."""
+    """A nuisance swept alone: its unit, how a value changes the base :class:`Condition`, what it is, and its
+    value in the training conditions (None: they have none, e.g. no dose on the ideal detector)."""
 
     unit: str
     apply: Callable[[Condition, float, "GapSettings"], Condition]
     description: str
+    base: Callable[["GapSettings"], float | None] = lambda s: 0.0
 
 
 def _probe(condition: Condition, **changes: float) -> Condition:
@@ -167,22 +170,25 @@ def _step(condition: Condition, value: float, settings: "GapSettings") -> Condit
 #: factor → how it is swept. A new nuisance is one entry here (and its values in profiles.yaml).
 FACTORS: dict[str, Factor] = {
     "dose": Factor("e/pattern", lambda c, v, s: _detector(c, s, dose_e_per_pattern=float(v)),
-                   "electrons per pattern (Poisson noise)"),
-    "thickness": Factor("nm", lambda c, v, s: replace(c, thickness_nm=float(v)), "specimen thickness"),
+                   "electrons per pattern (Poisson noise)", lambda s: None),
+    "thickness": Factor("nm", lambda c, v, s: replace(c, thickness_nm=float(v)), "specimen thickness",
+                        lambda s: s.thickness_nm),
     "defocus": Factor("nm", lambda c, v, s: _probe(c, defocus_nm=float(v)), "probe defocus (+ overfocus)"),
     "astigmatism": Factor("nm", lambda c, v, s: _probe(c, astigmatism_nm=float(v), astigmatism_angle_deg=30.0),
                           "twofold astigmatism |C12| at 30°"),
     "mistilt": Factor("mrad", lambda c, v, s: replace(c, tilt_mrad=(float(v), 0.0)), "zone-axis mistilt along x"),
     "center offset": Factor("px", lambda c, v, s: _detector(c, s, center_offset_px=(float(v), float(v) / 2)),
                             "zero angle off the detector's centre by (v, v/2) px"),
-    "detector sampling": Factor("mrad/px", _sampling, "detector sampling at the same field of view"),
+    "detector sampling": Factor("mrad/px", _sampling, "detector sampling at the same field of view",
+                                lambda s: s.simulation.q_sampling_mrad),
     "PSF": Factor("px", lambda c, v, s: _detector(c, s, psf_sigma_px=float(v)), "detector point-spread σ"),
     "background": Factor("counts/px", lambda c, v, s: _detector(c, s, background_counts=float(v), dark_noise_sigma=float(v) ** 0.5,
                                                                 dose_e_per_pattern=s.background_dose_e_per_pattern),
                          "constant background with dark noise of its square root, at the background sweep's dose"),
     "K/Na disorder": Factor("seed", lambda c, v, s: replace(c, disorder_seed=int(v)),
-                            "another random K/Na arrangement (seed), none of them trained on"),
-    "scan step": Factor("positions per cell", _step, "raster step a/v (v not whole: steps off the cell's grid)"),
+                            "another random K/Na arrangement (seed), none of them trained on", lambda s: s.disorder_seed),
+    "scan step": Factor("positions per cell", _step, "raster step a/v (v not whole: steps off the cell's grid)",
+                        lambda s: s.a_A / s.step_A),
 }
 
 
@@ -257,14 +263,6 @@ class GapSettings:
 
 # --- building the suites ------------------------------------------------------------------------------------
 
-def _record(ideal: np.ndarray, condition: Condition, settings: GapSettings) -> tuple[np.ndarray, float]:
-    """(Rx, Ry, Qx, Qy) ideal patterns through the condition's detector: (recorded, sampling mrad/px)."""
-    sampling = settings.simulation.q_sampling_mrad
-    if condition.acquisition is None:
-        return ideal.astype(np.float32), sampling
-    return condition.acquisition.apply(ideal, sampling)
-
-
 def condition_scans(conditions: Sequence[tuple[str, float | None, Condition, int]], settings: GapSettings,
                     cache_dir: str | Path | None = None) -> list[SuiteScan]:
     """Scans of (row, value, condition, variant) tuples: conditions that share a specimen share one
@@ -284,12 +282,13 @@ def condition_scans(conditions: Sequence[tuple[str, float | None, Condition, int
     for n, (row, value, c, variant) in enumerate(conditions):
         key = specimen_of(c, variant)
         ideal = arrays[key][f"r{rasters[key].index(c.raster)}"][thicknesses.index(c.thickness_nm)]
+        sampling = settings.simulation.q_sampling_mrad
         acquisition = None if c.acquisition is None else replace(c.acquisition, seed=c.acquisition.seed + n)
-        recorded, sampling = _record(ideal, replace(c, acquisition=acquisition), settings)
+        recorded, sampling = (ideal, sampling) if acquisition is None else acquisition.apply(ideal, sampling)
         label = int(conventions.VARIANT_CLASSES[variant])
         name = f"{conventions.class_name(label)} {row}" + ("" if value is None else f" = {value:g}")
         scan = Scan(recorded, sampling, c.raster.probe.energy_kev, c.raster.probe.semiangle_mrad,
-                    c.raster.step_A if c.step_known else None, 0.0, f"test scan {name}")
+                    c.raster.step_A, 0.0, f"test scan {name}")
         description = {"variant": variant, "cells": c.cells, "thickness_nm": c.thickness_nm,
                        "disorder_seed": c.disorder_seed, "tilt_mrad": list(c.tilt_mrad),
                        "true_step_A": c.raster.step_A,

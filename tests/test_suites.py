@@ -197,3 +197,22 @@ def test_scan_cells_limits_the_raster_to_whole_cells(tmp_path):
         (whole,) = suites.condition_scans(suites.sweep_conditions(replace(settings, scan_cells=None)), settings, tmp_path)
     assert item.scan.data.shape[:2] == (4, 4) and whole.scan.data.shape[:2] == (8, 8)
     np.testing.assert_allclose(item.scan.data, whole.scan.data[:4, :4], rtol=1e-5, atol=1e-8)  # the same positions
+
+
+def test_every_factor_names_its_value_in_the_training_conditions():
+    settings = suites.GapSettings.for_profile("default")
+    base = settings.base()
+    assert suites.FACTORS["dose"].base(settings) is None  # the ideal detector counts no electrons
+    assert suites.FACTORS["thickness"].base(settings) == base.thickness_nm
+    assert suites.FACTORS["scan step"].base(settings) == pytest.approx(4.0)
+    assert suites.FACTORS["detector sampling"].base(settings) == settings.simulation.q_sampling_mrad
+    for factor in ("defocus", "astigmatism", "mistilt", "center offset", "PSF", "background"):
+        assert suites.FACTORS[factor].base(settings) == 0.0
+    assert suites.FACTORS["K/Na disorder"].base(settings) == base.disorder_seed
+
+
+def test_suite_scan_patterns_are_the_scan_in_its_frame(built):
+    _, rows, _, _ = built
+    item = rows[0]
+    rx, ry, qx, qy = item.scan.data.shape
+    np.testing.assert_array_equal(item.patterns(), inputs.in_scan_frame(item.scan.data.reshape(rx * ry, qx, qy), item.scan))
