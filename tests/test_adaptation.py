@@ -76,20 +76,21 @@ def data():
     return draw(N, 0), draw(N, 1)  # training set, an in-domain target
 
 
-@pytest.fixture(scope="module")
-def bn_model(data):
+def fit_tiny(cls: type[NeuralModel], kind: str, data) -> NeuralModel:
+    """A small network of ``cls`` and ``kind`` trained briefly on the training set of ``data``."""
     (x, y), _ = data
     with config.set({"progress_bar": False}):
-        return TinyBN("cnn-cls", small_preprocessor(), max_epochs=3, batch_size=16, lr=2e-3, patience=3,
-                      seed=0).fit(x, y, SAMPLING)
+        return cls(kind, small_preprocessor(), max_epochs=3, batch_size=16, lr=2e-3, patience=3, seed=0).fit(x, y, SAMPLING)
+
+
+@pytest.fixture(scope="module")
+def bn_model(data):
+    return fit_tiny(TinyBN, "cnn-cls", data)
 
 
 @pytest.fixture(scope="module")
 def proto_model(data):
-    (x, y), _ = data
-    with config.set({"progress_bar": False}):
-        return NeuralModel("cnn-proto", small_preprocessor(), max_epochs=3, batch_size=16, lr=2e-3, patience=3,
-                           seed=0).fit(x, y, SAMPLING)
+    return fit_tiny(NeuralModel, "cnn-proto", data)
 
 
 def snapshot(model: NeuralModel) -> dict[str, torch.Tensor]:
