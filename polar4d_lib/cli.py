@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from polar4d_lib import config, profiles
+from polar4d_lib import config, profiles, reliability
 
 
 #: The shipped default model (data/MODEL_CARD.md says how it was made); .pt for a network, .npz otherwise.
@@ -143,7 +143,8 @@ def _predict(args: argparse.Namespace) -> int:
                         semiangle_mrad=args.semiangle_mrad, scan_rotation_deg=args.scan_rotation_deg,
                         scan_step_A=args.scan_step_a)
     prediction = predict_scan(load_model(model_path), scan, abstain_below=args.abstain_below,
-                              window_px=args.window_px, dose_e_per_pattern=args.dose_e_per_pattern)
+                              window_px=args.window_px, dose_e_per_pattern=args.dose_e_per_pattern,
+                              abstain_score=args.abstain_score)
     for key in ("coarse_step_warning", "low_dose_warning"):
         if prediction.metadata[key]:
             print(f"polar4d predict: warning: {prediction.metadata[key]}", file=sys.stderr)
@@ -252,7 +253,11 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--dose-e-per-pattern", type=float, default=None,
                     help="electrons per pattern, for data not recorded in counts (default: the mean pattern sum); "
                          "at a low dose a PACBED model's window grows until it holds the electrons the model needs")
-    pr.add_argument("--abstain-below", type=float, default=None, help="class −1 where the top probability is lower")
+    pr.add_argument("--abstain-below", type=float, default=None,
+                    help="class −1 where the decision's reliability (--abstain-score, 0–1) is lower")
+    pr.add_argument("--abstain-score", choices=list(reliability.SCORES), default=reliability.DEFAULT,
+                    help="the reliability --abstain-below thresholds: the top class probability, the margin between "
+                         "the top two, or 1 − normalised entropy (default: the error-periodicity chapter's best)")
     pr.set_defaults(func=_predict)
 
     dm = sub.add_parser("default-model", help="train the candidates, keep the most robust on realistic scans, write a model card")

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from polar4d_lib import conventions, experiments, inputs, realistic
+from polar4d_lib import conventions, experiments, inputs, realistic, reliability
 from polar4d_lib.atomic import atomic_write
 
 
@@ -204,6 +204,14 @@ def markdown(numbers: dict[str, Any]) -> str:
         f"{pct(TARGET_SHARE)} of patterns and every scan's majority"
         + (", judged on the independent test scans: " if test is not None else ": ")
         + verdict(test["scans"] if test is not None else chosen["scans"]),
+        "",
+        "## Abstention",
+        "",
+        f"`polar4d predict --abstain-below T` gives class −1 where the {reliability.DEFAULT} score of a position's class",
+        f"probabilities (`polar4d_lib.reliability.{reliability.SCORES[reliability.DEFAULT].__name__}`, 0–1) is below T;",
+        "`--abstain-score` picks another. The book's error-periodicity chapter chose it: of the scores `predict` can",
+        "threshold, it ranks this model's right decisions above its wrong ones best (or ties for best) by the",
+        "area under the selective-accuracy curve (`results/<profile>/periodicity.json`, `score_auc`).",
         "",
         "## Versions",
         "",

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import pacbed
+from polar4d_lib import pacbed, reliability
 from polar4d_lib.io import Scan
 
 
@@ -53,18 +53,21 @@ def low_dose_warning(model: Any, scan: Scan, window: int, dose_e_per_pattern: fl
 
 def predict_scan(
     model: Any, scan: Scan, abstain_below: float | None = None, window_px: int | None = None,
-    dose_e_per_pattern: float | None = None,
+    dose_e_per_pattern: float | None = None, abstain_score: str = reliability.DEFAULT,
 ) -> Prediction:
     """Run ``model`` (a fitted PolarizationModel) over every pattern of ``scan``.
 
-    Patterns whose highest class probability is below ``abstain_below`` get class −1 (abstained):
-    not every probe position carries enough information to be classified. ``window_px`` overrides the
+    Positions whose reliability ``abstain_score`` (:mod:`polar4d_lib.reliability`; by default the margin
+    between the two most probable classes) is below ``abstain_below`` get class −1 (abstained): not every
+    probe position carries enough information to be classified. ``window_px`` overrides the
     window of the model's input kind (:meth:`polar4d_lib.inputs.InputKind.window`; 1 = none);
     ``dose_e_per_pattern`` supplies the dose (e/pattern) for data not recorded in counts.
     """
     sampling = scan.require_sampling()
-    if abstain_below is not None and not 0.0 <= abstain_below <= 1.0:
-        raise ValueError(f"--abstain-below must be a probability in [0, 1], got {abstain_below}")
+    if abstain_below is not None:
+        reliability.check_threshold(abstain_below)
+    if abstain_score not in reliability.SCORES:
+        raise ValueError(f"--abstain-score {abstain_score!r} is unknown; use one of {', '.join(reliability.SCORES)}")
     rx, ry = scan.data.shape[:2]
     kind = model.input_kind
     maps = kind.map_scan(model, scan, window_px, dose_e_per_pattern)
@@ -73,7 +76,7 @@ def predict_scan(
     classes = np.asarray(maps.classes, dtype=np.int8)
     angle = np.asarray(maps.angle_deg, dtype=np.float32)
     if abstain_below is not None:
-        classes = np.where(proba.max(axis=-1) < abstain_below, np.int8(-1), classes).astype(np.int8)
+        classes = reliability.abstain(classes, proba, abstain_below, abstain_score)
     metadata = {
         "model_kind": model.kind,
         "model_metadata": model.metadata,
@@ -85,6 +88,7 @@ def predict_scan(
         "semiangle_mrad": scan.semiangle_mrad,
         "scan_rotation_deg": scan.scan_rotation_deg,
         "abstain_below": abstain_below,
+        "abstain_score": abstain_score,
         "scan_step_A": scan.scan_step_A,
         "average_window_px": window,
         "averaging": maps.averaging,

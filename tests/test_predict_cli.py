@@ -72,14 +72,16 @@ def test_predict_on_npy_needs_the_sampling_flag(trained, capsys):
     assert out.read_bytes() == b"keep me", "a refused prediction must not touch the existing output"
     code, _, _ = run(capsys, "predict", str(source), "--out", str(out), "--model", str(model),
                      "--q-pixel-size-mrad", str(scan.q_sampling_mrad), "--abstain-below", "1.01")
-    assert code == 2  # not a probability
+    assert code == 2  # not a reliability in [0, 1]
     code, _, _ = run(capsys, "predict", str(source), "--out", str(out), "--model", str(model),
                      "--q-pixel-size-mrad", str(scan.q_sampling_mrad), "--abstain-below", "0.99")
     assert code == 0
     result = io.read_predictions(out)
     assert result["class_map"].shape == (4, 6)
-    low = result["probabilities"].max(-1) < 0.99
+    top2 = np.sort(result["probabilities"], axis=-1)[..., -2:]
+    low = top2[..., 1] - top2[..., 0] < 0.99  # the default score: the margin between the top two classes
     assert np.array_equal(result["class_map"] == -1, low)
+    assert result["metadata"]["abstain_score"] == "margin"
     assert json.dumps(result["metadata"])  # plain JSON
 
 
