@@ -886,3 +886,45 @@ def score_heatmaps(aggregate: dict, metrics: Sequence[str] = tuple(SCORE_METRICS
             ax.set_ylabel("")
             ax.set_yticklabels([])
     return fig
+
+
+def cell_maps_figure(maps: dict[str, np.ndarray], *, label: str, vmin: float | None = None, vmax: float | None = None,
+                     cmap: str = "viridis", contours: np.ndarray | None = None, sites: dict | None = None,
+                     ncols: int = 4, panel_size: float = 2.4, suptitle: str = "") -> Figure:
+    """One panel per map (bins, bins) of values over the unit cell (bin i centred on i/bins of a; x right, y up),
+    with the projected column sites marked (``sites``: name → fractional points, e.g.
+    ``periodicity.SITES``) and, optionally, ``contours`` (bins, bins) drawn over every panel in white."""
+    names = list(maps)
+    ncols = max(1, min(ncols, len(names)))
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=(panel_size * ncols + 0.8, panel_size * nrows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    markers = {0: "o", 1: "s", 2: "^"}
+    image = None
+    for ax, name in zip(axes, names):
+        m = np.asarray(maps[name], dtype=float)
+        n = m.shape[0]
+        extent = (-0.5 / n, 1 - 0.5 / n, -0.5 / n, 1 - 0.5 / n)
+        image = ax.imshow(m.T, origin="lower", extent=extent, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        if contours is not None:
+            c = np.asarray(contours, dtype=float)
+            grid = np.arange(c.shape[0]) / c.shape[0]
+            ax.contour(grid, grid, c.T, levels=4, colors="white", linewidths=0.7)
+        for i, (site, points) in enumerate((sites or {}).items()):
+            pts = np.array([(x + dx, y + dy) for x, y in points for dx in (0, 1) for dy in (0, 1)])
+            keep = (pts < 1 - 0.5 / n).all(axis=1)
+            ax.scatter(pts[keep, 0], pts[keep, 1], marker=markers.get(i, "x"), s=22, facecolors="none",
+                       edgecolors="red", linewidths=0.9, label=site)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("x / a", fontsize=8)
+        ax.set_ylabel("y / a", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    if sites:
+        axes[0].legend(fontsize=6, loc="upper right", framealpha=0.7)
+    if image is not None:
+        fig.colorbar(image, ax=axes[:len(names)].tolist(), label=label, shrink=0.85)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig

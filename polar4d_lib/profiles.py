@@ -31,6 +31,7 @@ SECTIONS: dict[str, str | tuple[str, ...]] = {
     "realistic": "polar4d_lib.realistic:RealisticRanges",  # the scans a default model is chosen on
     "realistic_test": "polar4d_lib.realistic:RealisticRanges",  # the independent scans it is judged on
     "domain_gap": "polar4d_lib.suites:GapSettings",  # the domain-gap chapter's test suites
+    "periodicity": "polar4d_lib.periodicity:PeriodicitySettings",  # the error-periodicity chapter's scans
 }
 
 
@@ -53,6 +54,24 @@ def _known_keys(name: str) -> set[str]:
         return set(spec)
     module, cls = spec.split(":")
     return {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+
+
+def settings_values(cls: type, profile: str, name: str, overrides: dict[str, Any] | None = None,
+                    tuples: tuple[str, ...] = (), nested: dict[str, type] | None = None) -> dict[str, Any]:
+    """The keyword arguments of settings dataclass ``cls`` from ``profile``'s section ``name``, ``overrides``
+    replacing its keys: an unknown key is a KeyError naming it; the lists of ``tuples`` become tuples and the
+    mappings of ``nested`` (key → class) become instances of their class."""
+    from polar4d_lib import config
+
+    values = {**section(profile, name), **(overrides or {})}
+    config.check_known_keys(values, cls.__dataclass_fields__, f"{name.replace('_', '-')} setting", KeyError)
+    for key in tuples:
+        if key in values:
+            values[key] = tuple(values[key])
+    for key, kind in (nested or {}).items():
+        if key in values:
+            values[key] = kind(**values[key])
+    return values
 
 
 def section(profile: str, name: str) -> dict[str, Any]:

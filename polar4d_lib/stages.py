@@ -59,6 +59,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("domain_gap", "03_domain_gap", "The domain gap: from ideal simulations to realistic scans",
           dataset=True, reads=("training.json", "models"), default_model=True, writes=("domain_gap.json",),
           min_figures=5),
+    Stage("periodicity", "04_error_periodicity", "Error periodicity: where in the unit cell decisions fail",
+          reads=("models",), default_model=True, writes=("periodicity.json",), min_figures=5),
     Stage("explorer", "06_explorer", "Exploring a scan: maps, patterns and predictions",
           reads=("training.json", "models"), default_model=True, writes=("explorer.json",), min_figures=3),
     Stage("results", "07_results", "Results",

@@ -141,13 +141,15 @@ def _overflowing(page) -> list[str]:
     }""")
 
 
-def test_domain_gap_page_fits_the_text_column(smoke_book, browser):
-    """The domain-gap chapter's tables and heatmaps stay inside the text column and its figures load."""
-    page, refused, errors = _open(browser, smoke_book / "_build" / "html" / "book" / "executed" / "03_domain_gap.html")
+@pytest.mark.parametrize("stage", ["domain_gap", "periodicity"])
+def test_chapter_page_fits_the_text_column(smoke_book, browser, stage):
+    """The domain-gap and error-periodicity chapters' tables and figures stay inside the text column and load."""
+    notebook = stages.by_name(stage).notebook
+    page, refused, errors = _open(browser, smoke_book / "_build" / "html" / "book" / "executed" / f"{notebook}.html")
     overflowing = _overflowing(page)
     assert not overflowing, f"wider than the text column: {overflowing[:3]}"
     images = page.locator("article img")
-    assert images.count() >= stages.by_name("domain_gap").min_figures
+    assert images.count() >= stages.by_name(stage).min_figures
     assert all(images.nth(i).evaluate("e => e.naturalWidth") > 100 for i in range(images.count()))
-    page.screenshot(path=str(_artifacts() / "domain_gap.png"), full_page=True)
+    page.screenshot(path=str(_artifacts() / f"{stage}.png"), full_page=True)
     assert not refused and not errors
