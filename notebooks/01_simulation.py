@@ -177,7 +177,7 @@ plotting.disk_overlap_figure(spec.semiangle_mrad, bragg_mrad, order=1)
 # simulations use the true values.
 
 # %% tags=["hide-input"]
-representative_variant = [int(np.flatnonzero(conventions.VARIANT_CLASSES == k)[0]) for k in range(conventions.N_CLASSES)]
+representative_variant = conventions.first_variants()
 print("representative variant per class:",
       ", ".join(f"{conventions.CLASS_NAMES[k]} {conventions.VARIANTS[v].tolist()}" for k, v in enumerate(representative_variant)))
 shown = spec.displacements.scaled(exaggeration)

@@ -8,7 +8,7 @@ index ``n // 2`` along each axis.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -50,6 +50,12 @@ VARIANT_CLASSES: np.ndarray = class_from_vector(VARIANTS)
 def class_name(k: int) -> str:
     """Name (RM, RU, …) of class ``k``."""
     return CLASS_NAMES[int(k) % N_CLASSES]
+
+
+def first_variants(classes: Sequence[int] | None = None) -> list[int]:
+    """The first of the 12 variants projecting onto each of ``classes`` (default: all 8), in that order."""
+    classes = range(N_CLASSES) if classes is None else classes
+    return [int(np.flatnonzero(VARIANT_CLASSES == int(k))[0]) for k in classes]
 
 
 def class_index(name_or_index: str | int) -> int:

@@ -241,15 +241,11 @@ class GapSettings:
         """The ``domain_gap`` section of ``profile`` (profiles.yaml), ``overrides`` replacing its keys."""
         from polar4d_lib import profiles
 
-        values = {**profiles.section(profile, "domain_gap"), **(overrides or {})}
-        config.check_known_keys(values, cls.__dataclass_fields__, "domain-gap setting", KeyError)
-        for key in ("classes", "synthetic_cells", "synthetic_thicknesses_nm", "sweep_kinds"):
-            if key in values:
-                values[key] = tuple(values[key])
+        values = profiles.settings_values(cls, profile, "domain_gap", overrides,
+                                          ("classes", "synthetic_cells", "synthetic_thicknesses_nm", "sweep_kinds"),
+                                          {"simulation": SimulationSettings})
         if "sweeps" in values:
             values["sweeps"] = {k: tuple(v) for k, v in values["sweeps"].items()}
-        if "simulation" in values:
-            values["simulation"] = SimulationSettings(**values["simulation"])
         return cls(**values)
 
     def base(self) -> Condition:
@@ -258,7 +254,7 @@ class GapSettings:
 
     def variants(self) -> list[int]:
         """One variant per class (the first of each), class order."""
-        return [int(np.flatnonzero(conventions.VARIANT_CLASSES == k)[0]) for k in self.classes]
+        return conventions.first_variants(self.classes)
 
 
 # --- building the suites ------------------------------------------------------------------------------------
