@@ -46,7 +46,7 @@ num_workers = 1  # dask workers if the dataset must be built; 1: in this process
 # Sizes of this chapter's own simulations per profile; the three parameters below override them.
 chapter_sizes = {
     "smoke": {"lateral_cells": 3, "thicknesses_nm": [1.0, 2.0, 3.0, 4.0], "grid_n": 8},
-    "default": {"lateral_cells": 4, "thicknesses_nm": [5.0, 10.0, 15.0, 20.0, 25.0, 30.0], "grid_n": 8},
+    "default": {"lateral_cells": 3, "thicknesses_nm": [5.0, 10.0, 15.0, 20.0, 25.0, 30.0], "grid_n": 8},
     "robust": {"lateral_cells": 4, "thicknesses_nm": [10.0, 20.0, 30.0, 40.0, 50.0], "grid_n": 8},
     "paper": {"lateral_cells": 6, "thicknesses_nm": [10.0, 20.0, 30.0, 40.0, 50.0], "grid_n": 16},
 }
