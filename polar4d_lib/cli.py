@@ -149,11 +149,12 @@ def _predict(args: argparse.Namespace) -> int:
         if prediction.metadata[key]:
             print(f"polar4d predict: warning: {prediction.metadata[key]}", file=sys.stderr)
     io.write_predictions(out, prediction.class_map, prediction.probabilities, prediction.angle_deg,
-                         prediction.metadata)
+                         prediction.metadata, prediction.irregularity)
     png = out.with_suffix(".png")
     from polar4d_lib import plotting
 
-    plotting.save_class_map(prediction.class_map, png, title=f"{Path(args.input).name}: {prediction.metadata['model_kind']}")
+    plotting.save_class_map(prediction.class_map, png, title=f"{Path(args.input).name}: {prediction.metadata['model_kind']}",
+                            irregularity=prediction.irregularity, irregularity_label=prediction.metadata["irregularity"])
     counts = np.bincount(prediction.class_map[prediction.class_map >= 0].ravel(), minlength=8)
     from polar4d_lib.conventions import CLASS_NAMES
 

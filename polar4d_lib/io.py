@@ -172,18 +172,25 @@ def write_scan_h5(scan: Scan, path: str | os.PathLike) -> Path:
     return atomic_write(Path(path), lambda tmp: py4DSTEM.save(tmp, datacube, mode="o"))
 
 
+#: The arrays of a prediction file (``irregularity`` absent from files written before it existed).
+PREDICTION_ARRAYS = ("class_map", "probabilities", "angle_deg", "irregularity")
+
+
 def write_predictions(
     path: str | os.PathLike, class_map: np.ndarray, probabilities: np.ndarray, angle_deg: np.ndarray,
-    metadata: dict[str, Any],
+    metadata: dict[str, Any], irregularity: np.ndarray | None = None,
 ) -> Path:
     """Write a prediction: ``class_map`` (int8 Rx×Ry, −1 abstained), ``probabilities`` (float32 Rx×Ry×8),
-    ``angle_deg`` (Rx×Ry) and metadata, as ``.npz`` or ``.h5`` (py4DSTEM/emdfile)."""
+    ``angle_deg`` (Rx×Ry), ``irregularity`` (float32 Rx×Ry, where given) and metadata, as ``.npz`` or
+    ``.h5`` (py4DSTEM/emdfile)."""
     path = Path(path)
     arrays = {
         "class_map": np.asarray(class_map, dtype=np.int8),
         "probabilities": np.asarray(probabilities, dtype=np.float32),
         "angle_deg": np.asarray(angle_deg, dtype=np.float32),
     }
+    if irregularity is not None:
+        arrays["irregularity"] = np.asarray(irregularity, dtype=np.float32)
     if path.suffix == ".npz":
         return atomic_write(path, lambda tmp: np.savez(tmp, metadata=np.array(json.dumps(metadata)), **arrays))
     if path.suffix in (".h5", ".hdf5"):
@@ -205,12 +212,13 @@ def read_predictions(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
-            out: dict[str, Any] = {k: data[k] for k in ("class_map", "probabilities", "angle_deg")}
+            out: dict[str, Any] = {k: data[k] for k in PREDICTION_ARRAYS if k in data}
             out["metadata"] = json.loads(str(data["metadata"]))
         return out
     import emdfile
 
     root = emdfile.read(str(path))
-    out = {name: np.asarray(root.tree(name).data) for name in ("class_map", "probabilities", "angle_deg")}
+    held = set(root.treekeys)
+    out = {name: np.asarray(root.tree(name).data) for name in PREDICTION_ARRAYS if name in held}
     out["metadata"] = json.loads(root.metadata["polar4d"]["json"])
     return out

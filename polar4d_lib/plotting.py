@@ -601,24 +601,37 @@ def show_class_map(ax, class_map: np.ndarray, step: float = 1.0, **kwargs) -> No
               extent=(0, class_map.shape[0] * step, 0, class_map.shape[1] * step), **kwargs)
 
 
-def class_map_figure(class_map: np.ndarray, title: str = "", scan_step_A: float | None = None) -> Figure:
+def class_map_figure(class_map: np.ndarray, title: str = "", scan_step_A: float | None = None,
+                     irregularity: np.ndarray | None = None, irregularity_label: str = "irregularity") -> Figure:
     """The predicted class of every probe position (Rx right, Ry up), coloured on the class colour
-    wheel, abstained positions (−1) grey, with the wheel as legend."""
+    wheel, abstained positions (−1) grey, with the wheel as legend; and, where given, the ``irregularity``
+    map (Rx, Ry) beside it (higher = more likely a defect or a domain wall)."""
     class_map = np.asarray(class_map)
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
-    ax, wheel = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1]})
+    panels = 3 if irregularity is not None else 2
+    fig = Figure(figsize=(7.5 + 3.6 * (panels - 2), 4.2), layout="constrained")
+    axes = fig.subplots(1, panels, gridspec_kw={"width_ratios": [3, 1] + [3] * (panels - 2)})
+    ax, wheel = axes[0], axes[1]
     unit = "Å" if scan_step_A else "px"
-    show_class_map(ax, class_map, scan_step_A or 1.0)
+    step = scan_step_A or 1.0
+    show_class_map(ax, class_map, step)
     ax.set_xlabel(f"x ({unit})")
     ax.set_ylabel(f"y ({unit})")
     ax.set_title(title or "predicted polarization class")
     draw_color_wheel(wheel, title="class (grey: abstained)")
+    if irregularity is not None:
+        m = np.asarray(irregularity, dtype=float)
+        image = axes[2].imshow(m.T, origin="lower", cmap="magma", interpolation="nearest",
+                               extent=(0, m.shape[0] * step, 0, m.shape[1] * step))
+        axes[2].set_xlabel(f"x ({unit})")
+        axes[2].set_title(f"irregularity: {irregularity_label}", fontsize=9)
+        fig.colorbar(image, ax=axes[2], shrink=0.8)
     return fig
 
 
-def save_class_map(class_map: np.ndarray, path, title: str = "", scan_step_A: float | None = None) -> None:
+def save_class_map(class_map: np.ndarray, path, title: str = "", scan_step_A: float | None = None,
+                   irregularity: np.ndarray | None = None, irregularity_label: str = "irregularity") -> None:
     """Write :func:`class_map_figure` as a PNG."""
-    class_map_figure(class_map, title, scan_step_A).savefig(path, dpi=120)
+    class_map_figure(class_map, title, scan_step_A, irregularity, irregularity_label).savefig(path, dpi=120)
 
 
 # --- the training chapter ------------------------------------------------------------------------

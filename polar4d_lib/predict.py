@@ -17,19 +17,21 @@ from typing import Any
 
 import numpy as np
 
-from polar4d_lib import pacbed, reliability
+from polar4d_lib import conventions, irregularity, pacbed, reliability
 from polar4d_lib.io import Scan
 
 
 @dataclass
 class Prediction:
     """Maps over the scan: ``class_map`` (int8 Rx×Ry, −1 = abstained), ``probabilities`` (float32
-    Rx×Ry×8), ``angle_deg`` (Rx×Ry, degrees from +x towards +y), and what produced them."""
+    Rx×Ry×8), ``angle_deg`` (Rx×Ry, degrees from +x towards +y), ``irregularity`` (float32 Rx×Ry, higher =
+    more likely a defect or a domain wall: :data:`polar4d_lib.irregularity.DEFAULT`), and what produced them."""
 
     class_map: np.ndarray
     probabilities: np.ndarray
     angle_deg: np.ndarray
     metadata: dict[str, Any]
+    irregularity: np.ndarray | None = None
 
 
 def low_dose_warning(model: Any, scan: Scan, window: int, dose_e_per_pattern: float | None = None) -> str | None:
@@ -97,4 +99,8 @@ def predict_scan(
         "coarse_step_warning": kind.coarse_step_warning(model, scan),
         "low_dose_warning": low_dose_warning(model, scan, window, dose_e_per_pattern) if window_px is None else None,
     }
-    return Prediction(classes.reshape(rx, ry), proba.reshape(rx, ry, -1), angle.reshape(rx, ry), metadata)
+    period = maps.cell_period_px or (conventions.A_A / scan.scan_step_A if scan.scan_step_A else None)
+    metadata["irregularity"] = irregularity.DEFAULT
+    metadata["irregularity_period_px"] = period
+    return Prediction(classes.reshape(rx, ry), proba.reshape(rx, ry, -1), angle.reshape(rx, ry), metadata,
+                      irregularity.score(proba.reshape(rx, ry, -1), period))

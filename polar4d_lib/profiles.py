@@ -32,6 +32,7 @@ SECTIONS: dict[str, str | tuple[str, ...]] = {
     "realistic_test": "polar4d_lib.realistic:RealisticRanges",  # the independent scans it is judged on
     "domain_gap": "polar4d_lib.suites:GapSettings",  # the domain-gap chapter's test suites
     "periodicity": "polar4d_lib.periodicity:PeriodicitySettings",  # the error-periodicity chapter's scans
+    "defects": "polar4d_lib.defects:DefectSettings",  # the defect chapter's specimens and scans
 }
 
 

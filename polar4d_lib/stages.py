@@ -61,6 +61,8 @@ STAGES: tuple[Stage, ...] = (
           min_figures=5),
     Stage("periodicity", "04_error_periodicity", "Error periodicity: where in the unit cell decisions fail",
           reads=("models",), default_model=True, writes=("periodicity.json",), min_figures=5),
+    Stage("defects", "05_defects", "Defects: what irregular predictions reveal",
+          reads=("models",), default_model=True, writes=("defects.json",), min_figures=5),
     Stage("explorer", "06_explorer", "Exploring a scan: maps, patterns and predictions",
           reads=("training.json", "models"), default_model=True, writes=("explorer.json",), min_figures=3),
     Stage("results", "07_results", "Results",

@@ -53,6 +53,7 @@ def test_predict_reads_calibration_from_a_py4dstem_file(trained, capsys):
     assert result["probabilities"].dtype == np.float32 and result["probabilities"].shape == (4, 6, 8)
     np.testing.assert_allclose(result["probabilities"].sum(-1), 1.0, atol=1e-5)
     assert result["angle_deg"].shape == (4, 6)
+    assert result["irregularity"].dtype == np.float32 and result["irregularity"].shape == (4, 6)
     assert result["metadata"]["q_sampling_mrad"] == pytest.approx(scan.q_sampling_mrad)
     assert (tmp / "pred.png").stat().st_size > 1000
     # The CLI gives what the model gives on the same patterns.
