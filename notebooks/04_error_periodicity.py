@@ -223,14 +223,15 @@ fig
 # ## 4. How much one pattern can tell: the information map
 #
 # From the physics alone: the ideal patterns of the eight classes at each bin centre of the cell, for each
-# nuisance draw (every listed defocus at every thickness), counted by Poisson statistics.
+# nuisance draw (every listed K/Na arrangement, thickness and defocus; the arrangements are not the scans'
+# own), counted by Poisson statistics.
 # **The information map** is the smallest Bhattacharyya distance between two classes' patterns, averaged over
 # the draws: the Bayes error of telling that pair apart is at most e^(−D)/2, and D grows in proportion to the
 # dose, so the map's shape holds at every dose. **The ceiling** is the accuracy of the Bayes-optimal observer,
 # which knows every class's pattern under every draw and picks the class whose likelihood averaged over the
 # draws is highest (Monte Carlo), at the scans' dose and at lower ones. It is a ceiling: a model sees the same
-# patterns through a detector with blur and background, which can only lose information, and does not know
-# the class patterns.
+# patterns through a detector with blur and background, which can only lose information, does not know the
+# class patterns, and meets K/Na arrangements beyond the few the observer averages over.
 
 # %% tags=["hide-input"]
 start = time.perf_counter()
@@ -435,9 +436,10 @@ if best_single:
                      + (f"{correlation[c]:.2f}." if correlation[c] is not None else "undefined (no variation)."))
     near_chance = [c for c in single if overall[c] < 2 * chance and c not in periodic]
     if near_chance:
-        lines.append(f"* {', '.join(near_chance)} decide near chance everywhere in the cell at this profile's "
-                     "training scale (the training chapter's networks are far from converged): their folded maps "
-                     "show noise rather than a periodic failure, and their correlation with the information map says little.")
+        lines.append(f"* {', '.join(near_chance)} are right on less than twice chance ({200 * chance:.0f} %) and their "
+                     "errors do not follow the lattice, at this profile's training scale (the training chapter's "
+                     "networks are far from converged): their folded maps show noise rather than a periodic failure, "
+                     "and their correlation with the information map says little.")
 if SHIPPED in fitted:
     lines.append(f"* **The shipped model** decides from one unit cell of positions, so the place of one pattern in "
                  f"the cell does not decide for it: {100 * overall[SHIPPED]:.1f} % right, its bins between "

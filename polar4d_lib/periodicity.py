@@ -173,6 +173,9 @@ class PeriodicitySettings:
     origins: int = 1
     #: The probe's defocus of each scan is drawn from these; they are also the information map's nuisance draws.
     defocus_nm: tuple[float, ...] = (-5.0, 0.0, 5.0)
+    #: The information map's K/Na arrangements (disorder seeds; none: the scans' own), nuisance draws with the
+    #: defoci and thicknesses — an observer that knew the scans' own arrangement would have it easier.
+    information_disorder_seeds: tuple[int, ...] = ()
     #: The detector of every scan: the simulation's sampling and size, this dose, a PSF, a background with
     #: dark noise and a random centre offset up to ``center_offset_max_px``.
     dose_e_per_pattern: float = 3e4
@@ -196,7 +199,8 @@ class PeriodicitySettings:
         from polar4d_lib import profiles
 
         values = profiles.settings_values(cls, profile, "periodicity", overrides,
-                                          ("classes", "thicknesses_nm", "defocus_nm", "information_doses"),
+                                          ("classes", "thicknesses_nm", "defocus_nm", "information_doses",
+                                           "information_disorder_seeds"),
                                           {"simulation": SimulationSettings})
         return cls(**values)
 
@@ -210,7 +214,8 @@ def build(settings: PeriodicitySettings, cache_dir: str | Path | None = None) ->
     cells from a random point of the cell with a random defocus of ``defocus_nm``, recorded by the settings'
     detector (:class:`polar4d_lib.suites.SuiteScan`; ``description["origin_A"]`` and ``["fractions"]`` say where
     its positions are in the cell) — and the information map's ideal patterns ``means`` (bins², C, N, P):
-    fractions of the beam per pixel at each bin centre, class, and nuisance draw (defocus × thickness)."""
+    fractions of the beam per pixel at each bin centre, class, and nuisance draw (K/Na arrangement × thickness
+    × defocus)."""
     from polar4d_lib import suites
 
     rng = np.random.default_rng(settings.seed)
@@ -231,12 +236,15 @@ def build(settings: PeriodicitySettings, cache_dir: str | Path | None = None) ->
                 conditions.append(("scan", None, suites.Condition(settings.cells, settings.disorder_seed, (0.0, 0.0),
                                                                   raster, t, acquisition), variant))
     n_scans = len(conditions)
+    seeds = settings.information_disorder_seeds or (settings.disorder_seed,)
     for variant in settings.variants():
-        for t in settings.thicknesses_nm:
-            for defocus in settings.defocus_nm:
-                raster = suites.Raster(ProbeSettings(defocus_nm=float(defocus)), settings.a_A / settings.bins, (0.0, 0.0), 1)
-                conditions.append(("information", float(defocus), suites.Condition(
-                    settings.cells, settings.disorder_seed, (0.0, 0.0), raster, t, None), variant))
+        for seed in seeds:
+            for t in settings.thicknesses_nm:
+                for defocus in settings.defocus_nm:
+                    raster = suites.Raster(ProbeSettings(defocus_nm=float(defocus)), settings.a_A / settings.bins,
+                                           (0.0, 0.0), 1)
+                    conditions.append(("information", float(defocus), suites.Condition(
+                        settings.cells, int(seed), (0.0, 0.0), raster, t, None), variant))
     gap = suites.GapSettings(simulation=sim, a_A=settings.a_A, seed=settings.seed)
     made = suites.condition_scans(conditions, gap, cache_dir)
     scans = made[:n_scans]
@@ -245,6 +253,6 @@ def build(settings: PeriodicitySettings, cache_dir: str | Path | None = None) ->
         item.description["fractions"] = fractional_positions(item.scan.data.shape[:2], condition.raster.step_A,
                                                              condition.raster.origin_A, settings.a_A)
     ideal = np.stack([item.scan.data for item in made[n_scans:]])  # (C·T·D, bins, bins, Qx, Qy), class-major
-    c, n = len(settings.classes), len(settings.thicknesses_nm) * len(settings.defocus_nm)
+    c, n = len(settings.classes), len(seeds) * len(settings.thicknesses_nm) * len(settings.defocus_nm)
     ideal = ideal.reshape(c, n, settings.bins ** 2, -1)
     return scans, np.ascontiguousarray(ideal.transpose(2, 0, 1, 3))

@@ -118,7 +118,7 @@ def test_smoke_scans_know_where_their_positions_are_and_the_information_patterns
         detector_px = np.prod(item.scan.data.shape[-2:])
         dose = item.scan.data.sum(axis=(-2, -1)).mean() - settings.background_counts * detector_px
         assert dose == pytest.approx(settings.dose_e_per_pattern, rel=0.05)
-    draws = len(settings.thicknesses_nm) * len(settings.defocus_nm)
+    draws = len(settings.information_disorder_seeds) * len(settings.thicknesses_nm) * len(settings.defocus_nm)
     assert means.shape == (settings.bins ** 2, len(settings.classes), draws, int(np.prod(settings.simulation.detector_shape)))
     assert np.all(means >= 0) and np.all(means.sum(-1) <= 1.0 + 1e-6)
     assert not np.allclose(means[:, 0], means[:, 1])  # the classes differ
