@@ -391,7 +391,8 @@ for d, per in limits.items():
     if per:
         c, v = min(per.items(), key=lambda kv: kv[1]["vacancies_per_column"])
         lines.append(f"* At {float(d):.0e} e/pattern {c} detects columns with {v['vacancies_per_column']} vacancies "
-                     f"({v['percent_of_o_sites']:.1f} % of their O sites) with AUC ≥ {detection_auc}.")
+                     f"({v['percent_of_o_sites']:.1f} % of their O sites) with AUC ≥ {detection_auc} — an estimate "
+                     f"from {settings.columns_per_count} column(s) per count, so a noisy one.")
     else:
         lines.append(f"* At {float(d):.0e} e/pattern no model detects even {max(settings.vacancy_counts)} vacancies per "
                      f"column ({100 * max(settings.vacancy_counts) / o_sites:.1f} % of its O sites) with AUC ≥ {detection_auc}.")

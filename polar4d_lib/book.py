@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from polar4d_lib import benchmarking, config, stages
+from polar4d_lib import benchmarking, config, profiles, stages
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The shipped default model's files (beside ``cli.default_model_path()``): what a stage with
@@ -63,12 +63,18 @@ def dataset_path(profile: str) -> Path:
 
 
 def ensure_dataset(profile: str) -> Path:
-    """The profile's dataset, simulated (or resumed) first if it is missing."""
+    """The profile's dataset, simulated (or resumed) first if it is missing or was simulated with other
+    parameters than the profile's ``simulate`` section now gives (the new one replaces it once complete)."""
     from polar4d_lib import datasets
 
     path = dataset_path(profile)
-    if not path.exists():
-        datasets.build(datasets.spec_for_profile(profile), path, profile=profile)
+    spec = datasets.spec_for_profile(profile)
+    if path.exists():
+        held = datasets.open_dataset(path).attrs.get("parameters")
+        if json.loads(json.dumps(held)) == json.loads(json.dumps(spec.as_dict())):
+            return path
+        print(f"{path} was simulated with other parameters than profile {profile!r} now sets; simulating it again")
+    datasets.build(spec, path, profile=profile)
     return path
 
 
@@ -121,6 +127,8 @@ def _stamp(source: Path, parameters: dict, inputs: list[Path]) -> str:
     path by its name."""
     h = hashlib.sha256(source.read_bytes())
     h.update(json.dumps(parameters, sort_keys=True).encode())
+    if "profile" in parameters:  # a change to the profile's sizes re-executes its chapters
+        h.update(json.dumps(profiles.settings_of(parameters["profile"]), sort_keys=True, default=str).encode())
     for path in inputs:
         h.update(path.name.encode())
         attrs = path / "zarr.json"

@@ -96,8 +96,9 @@ SCORES: dict[str, Callable[[np.ndarray, float | None], np.ndarray]] = {
     "entropy": entropy,
     "entropy, periodic part removed": _without_periodic(entropy),
 }
-#: The score ``polar4d predict`` writes as ``irregularity``.
-DEFAULT = "angle change"
+#: The score ``polar4d predict`` writes as ``irregularity``: the defect chapter's best for the shipped model
+#: (default profile: mean of its vacancy and wall ROC AUC 0.665, the angle change 0.503).
+DEFAULT = "entropy, periodic part removed"
 
 
 def score(probabilities: np.ndarray, period_px: float | None = None, name: str = DEFAULT) -> np.ndarray:

@@ -213,6 +213,21 @@ def markdown(numbers: dict[str, Any]) -> str:
         "threshold, it ranks this model's right decisions above its wrong ones best (or ties for best) by the",
         "area under the selective-accuracy curve (`results/<profile>/periodicity.json`, `score_auc`).",
         "",
+    ]
+    irregular = numbers.get("irregularity")
+    if irregular:
+        auc = irregular["roc_auc"]
+        lines += [
+            "## Irregularity",
+            "",
+            f"`polar4d predict` also writes `irregularity`: the score “{irregular['score']}” of its probability map",
+            "(`polar4d_lib.irregularity.DEFAULT`; higher = more likely a defect or a domain wall). "
+            f"{irregular['measured_by']} found it this model's best score: ROC AUC {auc['vacancies']:.2f} for the",
+            f"positions over oxygen-vacancy columns and {auc['walls']:.2f} for the positions within half a cell of a wall"
+            " (all steps and doses pooled; 0.5 knows nothing).",
+            "",
+        ]
+    lines += [
         "## Versions",
         "",
         ", ".join(f"{k} {v}" for k, v in numbers["versions"].items()),

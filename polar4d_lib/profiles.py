@@ -44,6 +44,11 @@ def _profiles() -> dict[str, dict[str, Any]]:
     return profiles
 
 
+def settings_of(profile: str) -> dict[str, Any]:
+    """Every section of ``profile`` as plain data (a copy): what a chapter's results depend on."""
+    return {name: section(profile, name) for name in SECTIONS}
+
+
 def names() -> tuple[str, ...]:
     """The profiles, in the file's order."""
     return tuple(_profiles())

@@ -141,9 +141,9 @@ def _overflowing(page) -> list[str]:
     }""")
 
 
-@pytest.mark.parametrize("stage", ["domain_gap", "periodicity"])
+@pytest.mark.parametrize("stage", ["domain_gap", "periodicity", "defects"])
 def test_chapter_page_fits_the_text_column(smoke_book, browser, stage):
-    """The domain-gap and error-periodicity chapters' tables and figures stay inside the text column and load."""
+    """The domain-gap, error-periodicity and defect chapters stay inside the text column and their figures load."""
     notebook = stages.by_name(stage).notebook
     page, refused, errors = _open(browser, smoke_book / "_build" / "html" / "book" / "executed" / f"{notebook}.html")
     overflowing = _overflowing(page)

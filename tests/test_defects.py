@@ -81,3 +81,35 @@ def test_smoke_scans_carry_truth_of_their_shape(tmp_path):
         assert {k: v.shape for k, v in item.truth.items()} == {k: shape for k in ("class", "vacancies", "wall_distance_cells")}
         if item.specimen == "vacancies":
             assert item.truth["vacancies"].max() == max(s.vacancy_counts)
+
+
+@pytest.fixture(scope="module")
+def chapter(smoke_book):
+    import json
+
+    return json.loads((smoke_book / "results" / "smoke" / "defects.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_chapter_records_the_issue_keys_for_every_score_and_model(chapter):
+    from polar4d_lib import irregularity
+
+    s = settings()
+    assert {"roc_auc", "auc_vs_vacancies", "wall_localisation_cells", "detection_limit"} <= set(chapter)
+    assert chapter["scores"] == list(irregularity.SCORES) and chapter["predict_score"] == irregularity.DEFAULT
+    models = chapter["models"]
+    assert len(models) >= 4 and models[-1] == "cnn-stack (shipped)"
+    for score in irregularity.SCORES:
+        assert set(chapter["roc_auc"][score]) == set(models)
+        for per_target in chapter["roc_auc"][score].values():
+            assert set(per_target) == {"vacancies", "walls"}
+            assert all(v is None or 0.0 <= v <= 1.0 for v in per_target.values())
+    assert set(chapter["auc_vs_vacancies"]) == {f"{d:g}" for d in s.doses}
+    for per_model in chapter["auc_vs_vacancies"].values():
+        assert all(set(curve) == {str(c) for c in s.vacancy_counts} for curve in per_model.values())
+    walls = chapter["wall_localisation_cells"]
+    assert walls, "the smoke wall scans cross a wall plane"
+    for column, per_window in walls.items():
+        assert column in models and set(per_window) == {"own", "1 cell(s)", "2 cell(s)"}
+        assert all(0.0 <= v <= s.cells / 4 for v in per_window.values())
+    assert chapter["refused"]["cnn-stack (shipped)"].startswith("the scan has 2.00 probe positions per unit cell")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import book_settings
-from polar4d_lib import benchmarking, book, config, stages
+from polar4d_lib import benchmarking, book, config, profiles, stages
 from polar4d_lib.stages import Stage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,3 +167,38 @@ def test_performance_page_renders_every_benchmark_or_says_how_to_make_them(tmp_p
     injected = _tagged(page, "injected-parameters")
     assert injected and "remove-cell" in injected[0].metadata["tags"]
     assert "results/benchmarks" in "".join(c.source for c in _tagged(page, "executed-with"))
+
+
+def test_stamp_follows_the_profiles_sizes(monkeypatch, tmp_path):
+    """A change to a profile's sections (profiles.yaml) re-executes that profile's chapters."""
+    training = stages.by_name("training")
+    source = ROOT / "notebooks" / f"{training.notebook}.py"
+    parameters = book.stage_parameters(training, "smoke", tmp_path)
+    before = book._stamp(source, parameters, [])
+    real = profiles.settings_of
+
+    def changed(profile):
+        values = real(profile)
+        values["train"]["max_epochs"] = 99
+        return values
+
+    monkeypatch.setattr(profiles, "settings_of", changed)
+    assert book._stamp(source, parameters, []) != before
+
+
+def test_a_dataset_simulated_with_other_parameters_is_simulated_again(monkeypatch, tmp_path):
+    from polar4d_lib import datasets
+
+    built = []
+    monkeypatch.setattr(datasets, "build", lambda spec, path, profile: built.append(spec))
+    with config.set({"data_root": str(tmp_path)}):
+        path = book.ensure_dataset("smoke")  # missing: simulated
+        assert len(built) == 1
+        path.mkdir()
+        monkeypatch.setattr(datasets, "open_dataset", lambda p: type("D", (), {"attrs": {"parameters": {"old": 1}}})())
+        book.ensure_dataset("smoke")  # other parameters: simulated again
+        assert len(built) == 2
+        current = datasets.spec_for_profile("smoke").as_dict()
+        monkeypatch.setattr(datasets, "open_dataset", lambda p: type("D", (), {"attrs": {"parameters": current}})())
+        book.ensure_dataset("smoke")  # the same: kept
+        assert len(built) == 2
