@@ -48,7 +48,6 @@ progress_bar = False  # tqdm bars while the scans simulate
 
 # %% tags=["remove-input"]
 # %matplotlib inline
-import json
 import time
 from pathlib import Path
 
@@ -59,28 +58,14 @@ from matplotlib.figure import Figure
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from polar4d_lib import config, conventions, evaluation, experiments, models, periodicity, plotting, reliability, suites
-from polar4d_lib.cli import default_model_path
+from polar4d_lib import config, conventions, evaluation, experiments, periodicity, plotting, reliability, suites
 from polar4d_lib.models.physics import com_vectors, default_preprocessor, friedel_vectors
 
 chapter_start = time.perf_counter()
 config.set({"progress_bar": progress_bar})
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
-if not (results_dir / "models").exists():
-    raise FileNotFoundError(f"{results_dir / 'models'} missing; run chapter 02_training with profile={profile!r} "
-                            f"first (polar4d book --profile {profile})")
-fitted = {}
-for path in sorted((results_dir / "models").iterdir()):
-    model = models.load_model(path)
-    if model.kind in kinds:
-        fitted[evaluation.column_name(model.kind)] = model
-missing = sorted(set(kinds) - {m.kind for m in fitted.values()})
-if missing:
-    raise FileNotFoundError(f"no trained {', '.join(missing)} in {results_dir / 'models'}; drop them from `kinds` "
-                            "or train them in chapter 02_training")
-SHIPPED = "cnn-stack (shipped)"
-if default_model:
-    fitted[SHIPPED] = models.load_model(default_model_path())
+fitted = experiments.chapter_models(results_dir, profile, kinds, shipped=default_model)
+SHIPPED = experiments.SHIPPED
 settings = periodicity.PeriodicitySettings.for_profile(profile, settings_overrides)
 chance = 1 / conventions.N_CLASSES
 print(f"{len(fitted)} models: {', '.join(fitted)}")

@@ -56,27 +56,13 @@ from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from polar4d_lib import config, conventions, defects, evaluation, experiments, irregularity, models, plotting, suites
-from polar4d_lib.cli import default_model_path
+from polar4d_lib import config, defects, evaluation, experiments, irregularity, plotting, suites
 
 chapter_start = time.perf_counter()
 config.set({"progress_bar": progress_bar})
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
-if not (results_dir / "models").exists():
-    raise FileNotFoundError(f"{results_dir / 'models'} missing; run chapter 02_training with profile={profile!r} "
-                            f"first (polar4d book --profile {profile})")
-fitted = {}
-for path in sorted((results_dir / "models").iterdir()):
-    model = models.load_model(path)
-    if model.kind in kinds:
-        fitted[evaluation.column_name(model.kind)] = model
-missing = sorted(set(kinds) - {m.kind for m in fitted.values()})
-if missing:
-    raise FileNotFoundError(f"no trained {', '.join(missing)} in {results_dir / 'models'}; drop them from `kinds` "
-                            "or train them in chapter 02_training")
-SHIPPED = "cnn-stack (shipped)"
-if default_model:
-    fitted[SHIPPED] = models.load_model(default_model_path())
+fitted = experiments.chapter_models(results_dir, profile, kinds, shipped=default_model)
+SHIPPED = experiments.SHIPPED
 settings = defects.DefectSettings.for_profile(profile, settings_overrides)
 specimens = {s.name: s for s in settings.specimens()}
 print(f"{len(fitted)} models: {', '.join(fitted)}")

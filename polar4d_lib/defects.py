@@ -14,14 +14,13 @@ Lengths Å, thicknesses nm, doses e/pattern.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from polar4d_lib import cache, config, conventions
+from polar4d_lib import cache, conventions
 from polar4d_lib.acquisition import Acquisition
 from polar4d_lib.io import Scan
 from polar4d_lib.simulation import PrismSpecimen, ProbeSettings, SimulationSettings, region_grid_positions
@@ -222,16 +221,11 @@ class DefectSettings:
 
 def simulate(specimens: Sequence[DefectSpecimen], cache_dir: str | Path | None = None,
              num_workers: int | None = None) -> list[dict[str, np.ndarray]]:
-    """The ideal patterns of every specimen (:meth:`DefectSpecimen.simulate`), from the cache or simulated in
-    parallel (:func:`polar4d_lib.datasets.run_units`) and cached."""
-    from polar4d_lib.datasets import run_units
+    """The ideal patterns of every specimen (:meth:`DefectSpecimen.simulate`), from the cache
+    (``.cache/polar4d/defects``) or simulated in parallel, as the domain-gap suites' specimens are."""
+    from polar4d_lib import suites
 
-    path = {s.key(): cache.path("defects", s.key(), cache_dir) for s in specimens}
-    todo = list({s.key(): s for s in specimens if not path[s.key()].exists()}.values())
-    workers = int(config.resolve("num_workers", num_workers) or os.cpu_count() or 1)
-    run_units(todo, lambda s, arrays: cache.save(path[s.key()], arrays), workers, config.get("scheduler"),
-              desc="simulating defect specimens")
-    return [cache.load(path[s.key()]) for s in specimens]
+    return suites.simulate_units(specimens, cache_dir, num_workers, folder="defects", desc="simulating defect specimens")
 
 
 def build(settings: DefectSettings, cache_dir: str | Path | None = None) -> list[DefectScan]:

@@ -76,3 +76,32 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     """Write JSON atomically."""
     text = json.dumps(plain(data), indent=2)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+#: The column name of the shipped default model in the chapters' tables.
+SHIPPED = "cnn-stack (shipped)"
+
+
+def chapter_models(results_dir: str | os.PathLike, profile: str, kinds: list[str] | None = None,
+                   shipped: bool = True) -> dict[str, Any]:
+    """The models a chapter maps with, by column name (:func:`polar4d_lib.evaluation.column_name`): those of
+    ``kinds`` (None: every one) that chapter 02 saved in ``results_dir/models``, then the shipped default
+    model as :data:`SHIPPED`. A missing folder or kind is a FileNotFoundError saying what to run."""
+    from polar4d_lib.cli import default_model_path
+
+    folder = Path(results_dir) / "models"
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder} missing; run chapter 02_training with profile={profile!r} first "
+                                f"(polar4d book --profile {profile})")
+    fitted = {}
+    for path in sorted(folder.iterdir()):
+        model = models.load_model(path)
+        if kinds is None or model.kind in kinds:
+            fitted[evaluation.column_name(model.kind)] = model
+    missing = sorted(set(kinds or ()) - {m.kind for m in fitted.values()})
+    if missing:
+        raise FileNotFoundError(f"no trained {', '.join(missing)} in {folder}; drop them from `kinds` or train "
+                                "them in chapter 02_training")
+    if shipped:
+        fitted[SHIPPED] = models.load_model(default_model_path())
+    return fitted

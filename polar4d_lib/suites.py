@@ -84,17 +84,18 @@ class SpecimenUnit:
         return out
 
 
-def simulate_units(units: Sequence[SpecimenUnit], cache_dir: str | Path | None = None,
-                   num_workers: int | None = None) -> list[dict[str, np.ndarray]]:
-    """The patterns of every unit (:meth:`SpecimenUnit.simulate`), from the cache or simulated in parallel
-    (one unit per core, as :func:`polar4d_lib.datasets.run_units`) and cached."""
+def simulate_units(units: Sequence[Any], cache_dir: str | Path | None = None, num_workers: int | None = None,
+                   folder: str = "suites", desc: str = "simulating test specimens") -> list[dict[str, np.ndarray]]:
+    """The patterns of every unit (anything with ``key()`` and ``simulate()``: a :class:`SpecimenUnit`, a
+    defect specimen), from the cache (``folder`` of it) or simulated in parallel (one unit per core, as
+    :func:`polar4d_lib.datasets.run_units`) and cached."""
     from polar4d_lib.datasets import run_units
 
-    path = {unit.key(): cache.path("suites", unit.key(), cache_dir) for unit in units}
+    path = {unit.key(): cache.path(folder, unit.key(), cache_dir) for unit in units}
     todo = list({unit.key(): unit for unit in units if not path[unit.key()].exists()}.values())
     workers = int(config.resolve("num_workers", num_workers) or os.cpu_count() or 1)
     run_units(todo, lambda unit, arrays: cache.save(path[unit.key()], arrays), workers, config.get("scheduler"),
-              desc="simulating test specimens")
+              desc=desc)
     return [cache.load(path[unit.key()]) for unit in units]
 
 
