@@ -256,8 +256,9 @@ if any(len(sp.val) == 0 for sp in split_objects.values()):
 # validation loss, the best epoch restored) and scores the model on the un-augmented test part through the
 # evaluation path, which calls nothing but `model.predict`. The fitted models of the first seed are kept
 # for the figures below and saved to `results/<profile>/models/`: the **domain gap** chapter scores exactly
-# these models (with the shipped default model) on its test suites, and the **explorer** maps a scan with
-# some of them. The physics baseline fits only the sign and scale of its centre-of-mass and
+# these models (with the shipped default model) on its test suites, the **error periodicity** and **defects**
+# chapters map their scans with the classifiers, PCA-kNN and the physics baseline, and the **explorer** maps a
+# scan with some of them. The physics baseline fits only the sign and scale of its centre-of-mass and
 # Friedel-asymmetry directions on the training part.
 
 # %% tags=["hide-input"]
