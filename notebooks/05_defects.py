@@ -17,10 +17,12 @@
 # **Overview.** The paper reports that irregular predictions coincide with crystal defects, qualitatively.
 # This chapter measures it on simulated specimens whose defects are known:
 #
-# 1. specimens with ground truth — oxygen vacancies counted column by column, and domain walls (90° neutral,
-#    180° charged) at places that are not a whole number of cells from the scan's origin — scanned at several
-#    steps and doses with the detector's blur, background and dark noise;
-# 2. irregularity maps computed from each model's predictions alone (`polar4d_lib.irregularity`);
+# 1. specimens with ground truth — oxygen vacancies counted column by column, isolated and in a cluster of
+#    neighbouring columns, and domain walls (90° neutral, 180° charged) at places that are not a whole number
+#    of cells from the scan's origin — scanned at several steps and doses with the detector's blur,
+#    background and dark noise;
+# 2. irregularity maps computed from each model's predictions alone (`polar4d_lib.irregularity`), and
+#    PCA-kNN's distance to its training data;
 # 3. ROC curves and their AUC for vacancy columns and for wall positions, per score and model;
 # 4. AUC against the vacancies per column at each dose: the detection limit;
 # 5. how far from the true wall each model puts it, at its own window and pooled over one and two cells;
@@ -56,7 +58,7 @@ from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from polar4d_lib import config, defects, evaluation, experiments, irregularity, plotting, suites
+from polar4d_lib import config, defects, evaluation, experiments, inputs, irregularity, plotting, suites
 
 chapter_start = time.perf_counter()
 config.set({"progress_bar": progress_bar})
@@ -72,7 +74,7 @@ print(f"{len(fitted)} models: {', '.join(fitted)}")
 #
 # **Vacancies.** One single domain with oxygen vacancies on the O site of the B–O columns, placed at random
 # depths; each listed count in its own columns, the other columns perfect; the two Nb neighbours of every
-# vacancy relax away from it. The truth of a probe position is the vacancy count of the cell column under it.
+# vacancy relax away from it. **A cluster.** The same, with the vacancies in a block of neighbouring columns. The truth of a probe position is the vacancy count of the cell column under it.
 # **Walls.** Two domains meeting at flat walls (the supercell is periodic, so there are two); a position is
 # on a wall when it lies within the band below of a wall plane. Every raster starts at a random point of the
 # cell, so the walls do not fall a whole number of cells from the scan's origin.
@@ -84,9 +86,11 @@ simulation_seconds = time.perf_counter() - start
 o_sites = settings.o_sites_per_column()
 vacancy_specimen = specimens["vacancies"]
 display(pd.DataFrame([{"specimen": name, "cells": f"{s.cells} × {s.cells}", "thickness (nm)": s.thickness_nm,
-                       "defects": (", ".join(f"{c} per column ({100 * c / o_sites:.1f} % of O sites) × "
-                                             f"{settings.columns_per_count}" for c in settings.vacancy_counts)
-                                   if s.wall is None else "two walls (periodic)"),
+                       "defects": {"vacancies": ", ".join(f"{c} per column ({100 * c / o_sites:.1f} % of O sites) × "
+                                                          f"{settings.columns_per_count}" for c in settings.vacancy_counts),
+                                   "cluster": f"{settings.cluster_count} per column ({100 * settings.cluster_count / o_sites:.1f} % "
+                                              f"of O sites) in {settings.cluster_columns} × {settings.cluster_columns} neighbouring columns",
+                                   "wall": "two walls (periodic)"}[s.kind],
                        "steps": ", ".join(f"a/{settings.a_A / st:.3g}" for st in s.steps_A)}
                       for name, s in specimens.items()]).set_index("specimen"))
 print(f"{len(scans)} scans at {', '.join(f'{d:.0e}' for d in settings.doses)} e/pattern ready in "
@@ -142,15 +146,35 @@ def irregularity_maps(column, name):
     return {n: irregularity.score(p, scans[n].positions_per_cell, name) for n, p in maps[column].items()}
 
 
+#: what is detected → the specimens (DefectSpecimen.kind) whose scans it is scored on
+TARGETS = {k: v for k, v in {"vacancies": "vacancies", "clustered vacancies": "cluster", "walls": "wall"}.items()
+           if any(s.kind == v for s in specimens.values())}
+
+
 def target(item, kind):
-    """Truth mask (Rx, Ry) of ``kind``: "vacancies" (columns with any) or "walls" (the wall band); None where
-    the scan's specimen has none, and the positions that count (the vacancy scan's, or the wall scan's)."""
-    if kind == "vacancies":
-        return None if specimens[item.specimen].wall is not None else item.truth["vacancies"] > 0
-    return None if specimens[item.specimen].wall is None else item.truth["wall_distance_cells"] <= wall_band_cells
+    """Truth mask (Rx, Ry) of ``kind`` on ``item`` (vacancy columns, or the wall band); None where the scan's
+    specimen is not of that kind."""
+    specimen = specimens[item.specimen]
+    if specimen.kind != TARGETS[kind]:
+        return None
+    return item.truth["vacancies"] > 0 if specimen.wall is None else item.truth["wall_distance_cells"] <= wall_band_cells
+
+
+def own_target(item):
+    return next(target(item, k) for k, v in TARGETS.items() if v == specimens[item.specimen].kind)
 
 
 scores = {column: {name: irregularity_maps(column, name) for name in irregularity.SCORES} for column in fitted}
+KNN = evaluation.column_name("pca-knn")
+if KNN in fitted:  # the distance to the training data in PCA-kNN's embedding: that model only
+    knn = fitted[KNN].pipeline[-1]
+    scores[KNN]["kNN distance"] = {}
+    for n in maps[KNN]:
+        item = scans[n]
+        embedded = fitted[KNN].embed(inputs.in_scan_frame(item.scan.data.reshape((-1,) + item.scan.data.shape[2:]), item.scan),
+                                     item.scan.q_sampling_mrad)
+        scores[KNN]["kNN distance"][n] = knn.kneighbors(embedded)[0].mean(axis=1).reshape(item.scan.data.shape[:2])
+SCORE_NAMES = list(irregularity.SCORES) + (["kNN distance"] if KNN in fitted else [])
 
 # %% tags=["hide-input"]
 top_dose = max(settings.doses)
@@ -167,7 +191,7 @@ for r, column in enumerate(shown_columns):
             continue
         m = scores[column][irregularity.DEFAULT][n]
         ax.imshow(m.T, origin="lower", cmap="magma")
-        truth = target(item, "vacancies" if specimens[item.specimen].wall is None else "walls")
+        truth = own_target(item)
         if truth.any() and not truth.all():
             ax.contour(truth.T.astype(float), levels=[0.5], colors="white", linewidths=0.8)
         ax.set_title(f"{column}\n{item.specimen}", fontsize=7)
@@ -178,15 +202,17 @@ fig
 # ## 3. ROC curves and AUC
 #
 # Every position of every scan (all steps and doses pooled) is a case: for **vacancies**, the positions over
-# columns with at least one vacancy against those over perfect columns (the vacancy specimen's scans); for
-# **walls**, the positions in the wall band against the rest (the wall specimens' scans). The AUC is the
-# probability that a defect position scores higher than a perfect one (0.5: the score knows nothing).
+# columns with at least one vacancy against those over perfect columns (the isolated columns' specimen); for
+# **clustered vacancies** the same on the cluster specimen; for **walls**, the positions in the wall band
+# against the rest (the wall specimens' scans). The AUC is the probability that a defect position scores
+# higher than a perfect one (0.5: the score knows nothing). PCA-kNN also has the distance of each pattern to
+# its nearest training patterns in its embedding (the mean over its neighbours), a score of that model only.
 
 # %% tags=["hide-input"]
 def pooled_cases(column, name, kind, dose=None, count=None):
     """(truth, score) over the scans of ``kind`` (at ``dose``; for vacancies, positives with ``count`` only)."""
     y, s = [], []
-    for n, m in scores[column][name].items():
+    for n, m in scores[column].get(name, {}).items():
         item = scans[n]
         mask = target(item, kind)
         if mask is None or (dose is not None and item.dose != dose):
@@ -202,23 +228,23 @@ def auc(y, s):
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
 
 
-roc_auc = {name: {column: {kind: auc(*pooled_cases(column, name, kind)) for kind in ("vacancies", "walls")}
-                  for column in fitted} for name in irregularity.SCORES}
-fig = Figure(figsize=(9, 3.6 * 2), layout="constrained")
-axes = fig.subplots(2, 1)
-for ax, kind in zip(axes, ("vacancies", "walls")):
-    table = pd.DataFrame({name: {c: roc_auc[name][c][kind] for c in fitted} for name in irregularity.SCORES}).astype(float)
+roc_auc = {name: {column: {kind: auc(*pooled_cases(column, name, kind)) for kind in TARGETS}
+                  for column in fitted} for name in SCORE_NAMES}
+fig = Figure(figsize=(9, 3.6 * len(TARGETS)), layout="constrained")
+axes = np.atleast_1d(fig.subplots(len(TARGETS), 1))
+for ax, kind in zip(axes, TARGETS):
+    table = pd.DataFrame({name: {c: roc_auc[name][c][kind] for c in fitted} for name in SCORE_NAMES}).astype(float)
     table.index.name, table.columns.name = "model", "score"
     plotting.heatmap_table(table, label="ROC AUC", vmin=0.3, vmax=1.0, fmt=".2f", cmap="vlag", ax=ax,
                            title=f"{kind}: ROC AUC")
 fig
 
 # %% tags=["hide-input"]
-best_score = {kind: {c: max(irregularity.SCORES, key=lambda n: (roc_auc[n][c][kind] or 0.0, n == irregularity.DEFAULT))
-                     for c in fitted} for kind in ("vacancies", "walls")}
-fig = Figure(figsize=(9, 3.4), layout="constrained")
-axes = fig.subplots(1, 2)
-for ax, kind in zip(axes, ("vacancies", "walls")):
+best_score = {kind: {c: max(SCORE_NAMES, key=lambda n: (roc_auc[n][c][kind] or 0.0, n == irregularity.DEFAULT))
+                     for c in fitted} for kind in TARGETS}
+fig = Figure(figsize=(3.2 * len(TARGETS) + 0.4, 3.4), layout="constrained")
+axes = np.atleast_1d(fig.subplots(1, len(TARGETS)))
+for ax, kind in zip(axes, TARGETS):
     for column in fitted:
         y, s = pooled_cases(column, best_score[kind][column], kind)
         if 0 < y.sum() < len(y):
@@ -334,7 +360,7 @@ pairs = [(name, f"{name}, periodic part removed") for name in irregularity.SCORE
 periodic_rows = []
 for column in fitted:
     for raw, removed in pairs:
-        for kind in ("vacancies", "walls"):
+        for kind in TARGETS:
             a, b = roc_auc[raw][column][kind], roc_auc[removed][column][kind]
             periodic_rows.append({"model": column, "score": raw, "target": kind, "raw AUC": a, "periodic part removed": b,
                                   "change": None if a is None or b is None else b - a})
@@ -367,7 +393,7 @@ def best_of(kind):
 
 
 lines = []
-for kind in ("vacancies", "walls"):
+for kind in TARGETS:
     value, column = best_of(kind)
     if column:
         lines.append(f"* **{kind.capitalize()}:** the best detector is {column} with its {best_score[kind][column]} "
@@ -392,6 +418,13 @@ if len(wall_localisation):
     else:
         lines.append("* **Walls:** no model's own map shows a clean step at the walls (agreement below 90 %): their "
                      "localisation errors above measure noise.")
+if len(wall_localisation) and SHIPPED in wall_localisation.index.get_level_values(0):
+    shipped = wall_localisation.loc[SHIPPED]
+    finest = shipped["error_cells"].idxmin()
+    lines.append(f"* **The shipped model's window:** it places walls {shipped.loc['own', 'error_cells']:.2f} cells from the "
+                 f"truth at its own window (grown until it holds the electrons it asks for) and "
+                 f"{shipped.loc[finest, 'error_cells']:.2f} cells with its window set to {finest} — the resolution "
+                 "its window costs.")
 changes = periodic_table["change"].dropna()
 if len(changes):
     lines.append(f"* Removing the periodic part changes the AUC by {changes.mean():+.3f} on average "
@@ -404,7 +437,8 @@ output = {
     "settings": experiments.plain(settings.__dict__) | {"wall_band_cells": wall_band_cells, "detection_auc": detection_auc,
                                                        "wall_windows_cells": wall_windows_cells},
     "models": list(fitted),
-    "scores": list(irregularity.SCORES),
+    "scores": SCORE_NAMES,
+    "targets": list(TARGETS),
     "roc_auc": roc_auc,
     "best_score": best_score,
     "auc_vs_vacancies": auc_vs_vacancies,

@@ -64,6 +64,8 @@ class DefectSpecimen:
     thickness_nm: float
     steps_A: tuple[float, ...]
     origins_A: tuple[tuple[float, float], ...]
+    #: "vacancies" (isolated vacancy columns), "cluster" (a block of neighbouring vacancy columns) or "wall".
+    kind: str = "vacancies"
     variant: int = 0
     vacancies: tuple[tuple[int, int, int], ...] = ()
     wall: Wall | None = None
@@ -161,6 +163,10 @@ class DefectSettings:
     variant: int = 0
     vacancy_counts: tuple[int, ...] = (1, 2, 4, 8)
     columns_per_count: int = 2
+    #: The cluster specimen: a block of ``cluster_columns`` × ``cluster_columns`` neighbouring columns, each with
+    #: ``cluster_count`` vacancies, at a random place (0 columns: no cluster specimen).
+    cluster_columns: int = 2
+    cluster_count: int = 4
     nb_relaxation_A: float = 0.10
     #: The wall specimens: (variant_a, variant_b, normal) each.
     walls: tuple[tuple[int, int, str], ...] = ((0, 3, "x"), (0, 2, "x"))
@@ -193,7 +199,8 @@ class DefectSettings:
         return 3 * cells_for_thickness(self.thickness_nm, self.a_A)
 
     def specimens(self) -> list[DefectSpecimen]:
-        """The vacancy specimen and one specimen per wall, each with its rasters' random origins."""
+        """The vacancy specimen, the cluster specimen and one specimen per wall, each with its rasters' random
+        origins, mistilt and vacancy depths."""
         rng = np.random.default_rng(self.seed)
         columns = rng.permutation(self.cells * self.cells)
         vacancies = []
@@ -212,10 +219,20 @@ class DefectSettings:
             return {"origins_A": origins, "seed": int(rng.integers(2**31)),
                     "tilt_mrad": (float(size * np.cos(angle)), float(size * np.sin(angle)))}
 
-        out = [DefectSpecimen("vacancies", variant=self.variant, vacancies=tuple(vacancies), **drawn(), **common)]
+        out = [DefectSpecimen("vacancies", kind="vacancies", variant=self.variant, vacancies=tuple(vacancies), **drawn(),
+                              **common)]
+        if self.cluster_columns:
+            if self.cluster_columns >= self.cells:
+                raise ValueError(f"a cluster of {self.cluster_columns} × {self.cluster_columns} columns leaves no perfect "
+                                 f"column in {self.cells} × {self.cells} cells; lower cluster_columns or raise cells")
+            i0, j0 = (int(v) for v in rng.integers(0, self.cells, 2))
+            block = tuple(((i0 + di) % self.cells, (j0 + dj) % self.cells, int(self.cluster_count))
+                          for di in range(self.cluster_columns) for dj in range(self.cluster_columns))
+            out.append(DefectSpecimen(f"vacancy cluster ({self.cluster_columns} × {self.cluster_columns} columns)",
+                                      kind="cluster", variant=self.variant, vacancies=block, **drawn(), **common))
         for a, b, normal in self.walls:
             wall = Wall(int(a), int(b), normal)
-            out.append(DefectSpecimen(wall.describe(), wall=wall, **drawn(), **common))
+            out.append(DefectSpecimen(wall.describe(), kind="wall", wall=wall, **drawn(), **common))
         return out
 
 
