@@ -102,10 +102,10 @@ def test_settings_of_every_profile_load_and_unknown_keys_are_named():
 
 
 @pytest.mark.slow
-def test_smoke_scans_know_where_their_positions_are_and_the_information_patterns_are_ideal(tmp_path):
+def test_smoke_scans_know_where_their_positions_are_and_the_information_patterns_are_ideal(smoke_book):
     settings = periodicity.PeriodicitySettings.for_profile("smoke")
-    with config.set({"progress_bar": False}):
-        scans, means = periodicity.build(settings, cache_dir=tmp_path)
+    with config.set({"progress_bar": False}):  # the smoke book's chapter simulated them into its cache
+        scans, means = periodicity.build(settings, cache_dir=smoke_book / "cache")
     assert len(scans) == len(settings.classes) * len(settings.thicknesses_nm) * settings.origins
     per_side = settings.cells * round(A / settings.step_A)
     for item in scans:
