@@ -63,25 +63,18 @@ from IPython.display import Markdown, display
 from matplotlib.figure import Figure
 from scipy import stats
 
-from polar4d_lib import adaptation, config, conventions, datasets, evaluation, experiments, models, plotting, shift, suites
-from polar4d_lib.cli import default_model_path
+from polar4d_lib import adaptation, config, conventions, datasets, evaluation, experiments, plotting, shift, suites
 
 chapter_start = time.perf_counter()
 config.set({"progress_bar": progress_bar})
 results_dir = Path(f"results/{profile}" if results_dir is None else results_dir)
 dataset_path = Path(f"data/{profile}.zarr" if dataset_path is None else dataset_path)
-for needed in (results_dir / "training.json", results_dir / "models"):
-    if not needed.exists():
-        raise FileNotFoundError(f"{needed} missing; run chapter 02_training with profile={profile!r} first "
-                                f"(polar4d book --profile {profile})")
+fitted = experiments.chapter_models(results_dir, profile, None, shipped=default_model)
+SHIPPED = experiments.SHIPPED
+if not (results_dir / "training.json").exists():
+    raise FileNotFoundError(f"{results_dir / 'training.json'} missing; run chapter 02_training with "
+                            f"profile={profile!r} first (polar4d book --profile {profile})")
 training = json.loads((results_dir / "training.json").read_text())
-fitted = {}
-for path in sorted((results_dir / "models").iterdir()):
-    model = models.load_model(path)
-    fitted[evaluation.column_name(model.kind)] = model
-SHIPPED = "cnn-stack (shipped)"
-if default_model:
-    fitted[SHIPPED] = models.load_model(default_model_path())
 order = [c for c in evaluation.PAPER_COLUMNS if c in fitted] + [c for c in fitted if c not in evaluation.PAPER_COLUMNS]
 fitted = {c: fitted[c] for c in order}
 settings = suites.GapSettings.for_profile(profile, suite_overrides)

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from polar4d_lib import conventions, reliability
+from polar4d_lib.models.base import circular_mean_deg
 
 _OFFSETS = [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1) if (dx, dy) != (0, 0)]
 
@@ -48,10 +49,7 @@ def disagreement(probabilities: np.ndarray, period_px: float | None = None) -> n
 def angle_change(probabilities: np.ndarray, period_px: float | None = None) -> np.ndarray:
     """Mean angle (degrees, 0 … 180) between the position's probability-weighted polarization direction and
     its 8 neighbours'."""
-    p = _checked(probabilities)
-    angles = np.radians(conventions.CLASS_ANGLES_DEG)
-    vectors = np.stack([p @ np.cos(angles), p @ np.sin(angles)], axis=-1)
-    theta = np.degrees(np.arctan2(vectors[..., 1], vectors[..., 0]))
+    theta = circular_mean_deg(_checked(probabilities))
     diff = np.abs(np.mod(_neighbours(theta) - theta[None] + 180.0, 360.0) - 180.0)
     return diff.mean(axis=0)
 

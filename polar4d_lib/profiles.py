@@ -63,14 +63,15 @@ def _known_keys(name: str) -> set[str]:
 
 
 def settings_values(cls: type, profile: str, name: str, overrides: dict[str, Any] | None = None,
-                    tuples: tuple[str, ...] = (), nested: dict[str, type] | None = None) -> dict[str, Any]:
+                    tuples: tuple[str, ...] = (), nested: dict[str, type] | None = None,
+                    label: str | None = None) -> dict[str, Any]:
     """The keyword arguments of settings dataclass ``cls`` from ``profile``'s section ``name``, ``overrides``
-    replacing its keys: an unknown key is a KeyError naming it; the lists of ``tuples`` become tuples and the
-    mappings of ``nested`` (key → class) become instances of their class."""
+    replacing its keys: an unknown key is a KeyError naming it (as a ``label``, default "<name> setting"); the
+    lists of ``tuples`` become tuples and the mappings of ``nested`` (key → class) become instances of their class."""
     from polar4d_lib import config
 
     values = {**section(profile, name), **(overrides or {})}
-    config.check_known_keys(values, cls.__dataclass_fields__, f"{name.replace('_', '-')} setting", KeyError)
+    config.check_known_keys(values, cls.__dataclass_fields__, label or f"{name.replace('_', '-')} setting", KeyError)
     for key in tuples:
         if key in values:
             values[key] = tuple(values[key])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polar4d_lib import cache, config, conventions
+from polar4d_lib import cache, conventions
 from polar4d_lib.io import Scan
 from polar4d_lib.simulation import ProbeSettings, SimulationSettings, region_grid_positions, scan_4d
 from polar4d_lib.structure import cells_for_thickness, knn_supercell, wall_volume
@@ -75,12 +75,6 @@ def wall_scan_spec(profile: str, overrides: dict | None = None) -> WallScanSpec:
     """The ``explore`` section of a profile (profiles.yaml) as a :class:`WallScanSpec`."""
     from polar4d_lib import profiles
 
-    values = {**profiles.section(profile, "explore"), **(overrides or {})}
-    config.check_known_keys(values, WallScanSpec.__dataclass_fields__, "wall-scan setting", KeyError)
-    if "probe" in values:
-        values["probe"] = ProbeSettings(**values["probe"])
-    if "simulation" in values:
-        values["simulation"] = SimulationSettings(**values["simulation"])
-    if "thicknesses_nm" in values:
-        values["thicknesses_nm"] = tuple(values["thicknesses_nm"])
+    values = profiles.settings_values(WallScanSpec, profile, "explore", overrides, ("thicknesses_nm",),
+                                      {"probe": ProbeSettings, "simulation": SimulationSettings}, "wall-scan setting")
     return WallScanSpec(**values)
