@@ -1,8 +1,11 @@
 """Measured scans in, predictions out.
 
-Reading: anything ``py4DSTEM.read`` (EMD 1.0 HDF5) or ``py4DSTEM.import_file`` (dm3/dm4, mib, raw, …)
-opens, or a plain 4D ``.npy`` (Rx, Ry, Qx, Qy). The angular sampling (mrad/px) comes from the file's
-calibration when it is in mrad, or in Å⁻¹ together with the beam energy; flags override or supply it.
+Reading: :func:`read_scan` dispatches on the file's suffix through the one registry of scan formats,
+:data:`polar4d_lib.formats.FORMATS` (plain 4D ``.npy``, py4DSTEM/EMD 1.0 HDF5, and through RosettaSciIO
+Merlin ``.mib``, blockfile ``.blo``, NCEM/Prismatic/Velox ``.emd``, DM3/DM4, EMPAD, TVIPS, arina), lazily
+where the reader allows: :attr:`Scan.data` is then a ``np.memmap`` or a dask array and :meth:`Scan.rows`
+reads it a block of scan rows at a time. The angular sampling (mrad/px) comes from the file's calibration
+when it is an angle, or a reciprocal length together with the beam energy; flags override or supply it.
 Writing: predictions as ``.npz`` or ``.h5`` (py4DSTEM/emdfile), always to a temporary path then renamed.
 """
 
@@ -19,12 +22,19 @@ import numpy as np
 from polar4d_lib.atomic import atomic_write
 from polar4d_lib.simulation import wavelength_A
 
-_PY4DSTEM_IMPORT_SUFFIXES = {".dm3", ".dm4", ".mib", ".raw", ".gtg", ".arina", ".h5", ".hdf5", ".emd"}
+
+def _in_memory(data: Any) -> bool:
+    """Whether ``data`` is a numpy array held in memory (not a memmap, not a dask array)."""
+    return isinstance(data, np.ndarray) and not isinstance(data, np.memmap)
 
 
 @dataclass
 class Scan:
-    """A 4D-STEM scan (Rx, Ry, Qx, Qy) and what is known of its calibration (None = unknown)."""
+    """A 4D-STEM scan (Rx, Ry, Qx, Qy) and what is known of its calibration (None = unknown).
+
+    ``data`` is a numpy array, a ``np.memmap`` or a dask array (the last two: :attr:`lazy`, read block by
+    block with :meth:`rows`). NaN/inf are refused at once for in-memory arrays, by :meth:`rows` for lazy
+    ones (checking them here would read the whole file)."""
 
     data: np.ndarray
     q_sampling_mrad: float | None = None
@@ -40,8 +50,35 @@ class Scan:
             raise ValueError(
                 f"{self.source or 'scan'} has shape {self.data.shape}; a 4D-STEM scan is 4D (Rx, Ry, Qx, Qy)"
             )
-        if not np.isfinite(self.data).all():
+        if _in_memory(self.data) and not np.isfinite(self.data).all():
             raise ValueError(f"{self.source or 'scan'} contains NaN or inf; mask or replace bad pixels first")
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the patterns stay in the file until read (a ``np.memmap`` or a dask array)."""
+        if isinstance(self.data, np.memmap):
+            return True
+        try:
+            import dask.array as da
+        except ImportError:  # pragma: no cover - dask is a dependency
+            return False
+        return isinstance(self.data, da.Array)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the first scan axis, (stop − start, Ry, Qx, Qy), as an in-memory float32
+        array (a lazy scan reads only that block); a one-line error if the block holds NaN or inf."""
+        n = self.data.shape[0]
+        if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))
+                and 0 <= start <= stop <= n):
+            raise ValueError(f"rows {start}:{stop} are not a block of the {n} rows of {self.source or 'the scan'}")
+        block = self.data[start:stop]
+        if hasattr(block, "compute"):  # dask
+            block = block.compute()
+        block = np.array(block, dtype=np.float32, copy=True)
+        if not np.isfinite(block).all():
+            raise ValueError(f"{self.source or 'scan'} contains NaN or inf (scan rows {start}–{stop - 1}); "
+                             "mask or replace bad pixels first")
+        return block
 
     def require_sampling(self) -> float:
         """The angular sampling, or a one-line error saying how to supply it."""
@@ -57,8 +94,9 @@ class Scan:
 R_UNITS_IN_A: dict[str, float] = {"A": 1.0, "Å": 1.0, "nm": 10.0, "pm": 0.01}
 
 
-def _from_datacube(datacube: Any, source: str, energy_kev: float | None) -> Scan:
-    cal = datacube.calibration
+def _from_calibration(cal: Any, data: Any, source: str, energy_kev: float | None) -> Scan:
+    """A scan of ``data`` with what a py4DSTEM ``Calibration`` knows: Q pixel size in mrad, or in Å⁻¹ with
+    ``energy_kev``; R pixel size in Å, nm or pm; convergence semi-angle; QR rotation (degrees)."""
     sampling, notes = None, []
     size, units = cal.get_Q_pixel_size(), str(cal.get_Q_pixel_units())
     if units == "mrad":
@@ -79,11 +117,23 @@ def _from_datacube(datacube: Any, source: str, energy_kev: float | None) -> Scan
     except Exception:  # py4DSTEM raises when the key is absent
         semiangle = None
     rotation = cal.get_QR_rotation_degrees() if hasattr(cal, "get_QR_rotation_degrees") else None
+    try:
+        flipped = bool(cal.get_QR_flip())
+    except Exception:  # absent from older files
+        flipped = False
+    if flipped:
+        notes.append("the file's calibration flips the detector frame against the scan frame (QR_flip); "
+                     "polar4d does not apply flips: transpose the patterns (Qx ↔ Qy) before predicting")
     return Scan(
-        data=np.asarray(datacube.data, dtype=np.float32), q_sampling_mrad=sampling, energy_kev=energy_kev,
+        data=data, q_sampling_mrad=sampling, energy_kev=energy_kev,
         semiangle_mrad=semiangle, scan_step_A=float(r_step) if r_step else None,
         scan_rotation_deg=float(rotation or 0.0), source=source, notes=notes,
     )
+
+
+def _from_datacube(datacube: Any, source: str, energy_kev: float | None) -> Scan:
+    """A scan of a py4DSTEM DataCube read into memory (float32), with its calibration."""
+    return _from_calibration(datacube.calibration, np.asarray(datacube.data, dtype=np.float32), source, energy_kev)
 
 
 def _find_datacube(obj: Any) -> Any:
@@ -101,6 +151,39 @@ def _find_datacube(obj: Any) -> Any:
     return None
 
 
+def _read_emd1_lazy(path: Path, energy_kev: float | None) -> Scan | None:
+    """The first py4DSTEM DataCube of an EMD 1.0 file as a dask array over its HDF5 dataset (the file stays
+    open while the array lives), with the calibration ``py4DSTEM.read`` finds in the file's root; None
+    where the file holds no such DataCube or no calibration (then read it with :func:`_read_py4dstem`)."""
+    import dask.array as da
+    import h5py
+    import py4DSTEM
+
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if (not found and isinstance(obj, h5py.Group) and obj.attrs.get("python_class") == "DataCube"
+                and isinstance(obj.get("data"), h5py.Dataset) and obj["data"].ndim == 4):
+            found.append(name)
+
+    handle = h5py.File(path, "r")
+    try:
+        handle.visititems(visit)
+        calibration = None
+        if found:
+            root = py4DSTEM.read(str(path), datapath=found[0].split("/")[0], tree=False)
+            metadata = getattr(root, "metadata", {}) or {}
+            calibration = metadata["calibration"] if "calibration" in metadata.keys() else None
+        if calibration is None:
+            handle.close()
+            return None
+        data = da.from_array(handle[found[0]]["data"], chunks=("auto", -1, -1, -1), lock=True)
+    except Exception:
+        handle.close()
+        raise
+    return _from_calibration(calibration, data, str(path), energy_kev)
+
+
 def read_scan(
     path: str | os.PathLike,
     q_sampling_mrad: float | None = None,
@@ -109,20 +192,16 @@ def read_scan(
     scan_rotation_deg: float | None = None,
     scan_step_A: float | None = None,
 ) -> Scan:
-    """Read a scan; flags (not None) override the file's calibration (scan step in Å)."""
+    """Read a scan through the format registry (:mod:`polar4d_lib.formats`), lazily where the format
+    allows; flags (not None) override the file's calibration (sampling in mrad/px, energy in keV,
+    semi-angle in mrad, rotation in degrees, scan step in Å). One-line errors for a missing file, an
+    unknown suffix, a file that holds no 4D scan and a file no reader opens."""
+    from polar4d_lib import formats
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no file at {path}; check the path")
-    if path.suffix == ".npy":
-        data = np.load(path, allow_pickle=False, mmap_mode="r")
-        scan = Scan(data=np.asarray(data, dtype=np.float32), source=str(path))
-    elif path.suffix.lower() in _PY4DSTEM_IMPORT_SUFFIXES:
-        scan = _read_py4dstem(path, energy_kev)
-    else:
-        raise ValueError(
-            f"{path.name}: unknown file type {path.suffix!r}; give a 4D .npy or a file py4DSTEM opens "
-            f"({', '.join(sorted(_PY4DSTEM_IMPORT_SUFFIXES))})"
-        )
+    scan = formats.read(path, energy_kev)
     if q_sampling_mrad is not None:
         scan.q_sampling_mrad = float(q_sampling_mrad)
     if energy_kev is not None:
@@ -138,31 +217,44 @@ def read_scan(
     return scan
 
 
-def _read_py4dstem(path: Path, energy_kev: float | None) -> Scan:
+def _read_py4dstem(path: Path, energy_kev: float | None,
+                   readers: tuple[str, ...] | None = None) -> Scan:
+    """The first DataCube ``py4DSTEM.read`` or ``py4DSTEM.import_file`` (``readers``, by name; default: both
+    for HDF5 files, ``import_file`` otherwise) finds, read into memory."""
     import py4DSTEM
 
     errors = []
-    readers = (py4DSTEM.read, py4DSTEM.import_file) if path.suffix.lower() in {".h5", ".hdf5", ".emd"} else (
-        py4DSTEM.import_file,
-    )
-    for reader in readers:
+    if readers is None:
+        readers = ("read", "import_file") if path.suffix.lower() in {".h5", ".hdf5", ".emd"} else ("import_file",)
+    for name in readers:
+        reader = getattr(py4DSTEM, name)
         try:
             obj = reader(str(path))
         except Exception as error:  # py4DSTEM raises many types for foreign files
-            errors.append(f"{reader.__name__}: {type(error).__name__}")
+            errors.append(f"{name}: {type(error).__name__}")
             continue
         datacube = _find_datacube(obj)
         if datacube is not None:
             return _from_datacube(datacube, str(path), energy_kev)
-        errors.append(f"{reader.__name__}: no DataCube inside")
-    raise ValueError(f"{path.name} could not be read as a 4D-STEM scan ({'; '.join(errors)}); export it as EMD or .npy")
+        errors.append(f"{name}: no DataCube inside")
+    reasons = errors[0].split(": ", 1)[1] if len(errors) == 1 else "; ".join(errors)
+    raise _Unreadable(f"{path.name} could not be read as a 4D-STEM scan ({'; '.join(errors)}); export it as EMD "
+                      "or .npy", reasons)
+
+
+class _Unreadable(ValueError):
+    """No py4DSTEM reader found a DataCube; ``reasons``: each reader's failure, for a caller's own message."""
+
+    def __init__(self, message: str, reasons: str) -> None:
+        super().__init__(message)
+        self.reasons = reasons
 
 
 def write_scan_h5(scan: Scan, path: str | os.PathLike) -> Path:
     """Save a scan with its calibration as a py4DSTEM DataCube (EMD 1.0 HDF5), atomically."""
     import py4DSTEM
 
-    datacube = py4DSTEM.DataCube(data=scan.data)
+    datacube = py4DSTEM.DataCube(data=np.asarray(scan.data) if scan.lazy else scan.data)
     if scan.q_sampling_mrad is not None:
         datacube.calibration.set_Q_pixel_size(scan.q_sampling_mrad)
         datacube.calibration.set_Q_pixel_units("mrad")
