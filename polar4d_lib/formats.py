@@ -287,6 +287,21 @@ def _ordered_axes(signal: dict[str, Any]) -> tuple[list[int], list[dict[str, Any
     return order, [ordered[i] for i in nav], [ordered[i] for i in sig]
 
 
+def _one_value(per_axis: list[tuple[float | None, str]], unequal: str, unit: str, flag: str, notes: list[str],
+               keep_reasons: bool = True) -> float | None:
+    """The one calibration of two axes ((value, reason) each, :func:`angle_mrad` or :func:`length_A`), or None
+    with a note naming ``flag`` where an axis has none or the two differ (``unequal``, in ``unit``)."""
+    if any(value is None for value, _ in per_axis):
+        notes.append(f"{next(reason for value, reason in per_axis if value is None)}; pass {flag}")
+        return None
+    if not _same([value for value, _ in per_axis]):
+        notes.append(f"{unequal} ({' × '.join(f'{value:.4g}' for value, _ in per_axis)} {unit}); pass {flag}")
+        return None
+    if keep_reasons:
+        notes.extend(dict.fromkeys(reason for _, reason in per_axis if reason))
+    return float(np.mean([value for value, _ in per_axis]))
+
+
 def scan_from_signal(signal: dict[str, Any], source: str, energy_kev: float | None,
                      scan_step_recorded: bool = True, format_name: str = "") -> Scan:
     """A :class:`Scan` from one 4D RosettaSciIO signal dictionary (``data``, ``axes``, ``metadata``,
@@ -308,30 +323,14 @@ def scan_from_signal(signal: dict[str, Any], source: str, energy_kev: float | No
         semiangle = semiangle or _number(_get(simulation, "probeSemiangle"))
     energy = energy_kev if energy_kev is not None else file_energy
 
-    per_axis = [angle_mrad(axis.get("scale", 1.0), axis.get("units"), energy) for axis in sig]
-    sampling = None
-    if any(value is None for value, _ in per_axis):
-        why = next(reason for value, reason in per_axis if value is None)
-        notes.append(f"{why}; pass --q-pixel-size-mrad")
-    elif not _same([value for value, _ in per_axis]):
-        notes.append("the detector pixels are not square ("
-                     f"{' × '.join(f'{value:.4g}' for value, _ in per_axis)} mrad); pass --q-pixel-size-mrad")
-    else:
-        sampling = float(np.mean([value for value, _ in per_axis]))
-        notes.extend(dict.fromkeys(reason for _, reason in per_axis if reason))
-
+    sampling = _one_value([angle_mrad(axis.get("scale", 1.0), axis.get("units"), energy) for axis in sig],
+                          "the detector pixels are not square", "mrad", "--q-pixel-size-mrad", notes)
     step = None
     if not scan_step_recorded:
         notes.append(f"{format_name or 'this format'} records no scan step; pass --scan-step-A")
     else:
-        steps = [length_A(axis.get("scale", 1.0), axis.get("units")) for axis in nav]
-        if any(value is None for value, _ in steps):
-            notes.append(f"{next(reason for value, reason in steps if value is None)}; pass --scan-step-A")
-        elif not _same([value for value, _ in steps]):
-            notes.append("the scan steps differ along the two scan axes ("
-                         f"{' × '.join(f'{value:.4g}' for value, _ in steps)} Å); pass --scan-step-A")
-        else:
-            step = float(np.mean([value for value, _ in steps]))
+        step = _one_value([length_A(axis.get("scale", 1.0), axis.get("units")) for axis in nav],
+                          "the scan steps differ along the two scan axes", "Å", "--scan-step-A", notes, keep_reasons=False)
 
     rotation = _finite(_get(metadata, "Acquisition_instrument.TEM.rotation"))
     if rotation:
