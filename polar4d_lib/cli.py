@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from polar4d_lib import config, profiles, reliability
+from polar4d_lib import config, profiles, reliability, streaming
 
 
 #: The shipped default model (data/MODEL_CARD.md says how it was made); .pt for a network, .npz otherwise.
@@ -144,7 +144,8 @@ def _predict(args: argparse.Namespace) -> int:
                         scan_step_A=args.scan_step_a)
     prediction = predict_scan(load_model(model_path), scan, abstain_below=args.abstain_below,
                               window_px=args.window_px, dose_e_per_pattern=args.dose_e_per_pattern,
-                              abstain_score=args.abstain_score)
+                              abstain_score=args.abstain_score, memory_limit_gb=args.memory_limit,
+                              progress=True, scheduler=args.scheduler)
     for key in ("coarse_step_warning", "low_dose_warning"):
         if prediction.metadata[key]:
             print(f"polar4d predict: warning: {prediction.metadata[key]}", file=sys.stderr)
@@ -239,7 +240,9 @@ def parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_train)
 
     pr = sub.add_parser("predict", help="map the polarization of a measured or simulated scan")
-    pr.add_argument("input", help="a 4D .npy (Rx, Ry, Qx, Qy) or any file py4DSTEM reads")
+    pr.add_argument("input", help="a 4D-STEM scan, read lazily where the format allows: a 4D .npy (Rx, Ry, Qx, Qy), "
+                                  "py4DSTEM EMD 1.0, and through RosettaSciIO Merlin .mib, blockfile .blo, NCEM/Prismatic/"
+                                  "Velox .emd, DM3/DM4, EMPAD .xml, TVIPS, arina _master.h5")
     pr.add_argument("--out", required=True, help="output .npz or .h5 (a .png of the class map is written beside it)")
     pr.add_argument("--model", default=None, help="model file (default: the shipped default model)")
     pr.add_argument("--energy-kev", type=float, default=None)
@@ -259,6 +262,12 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--abstain-score", choices=list(reliability.SCORES), default=reliability.DEFAULT,
                     help="the reliability --abstain-below thresholds: the top class probability, the margin between "
                          "the top two, or 1 − normalised entropy (default: the error-periodicity chapter's best)")
+    pr.add_argument("--memory-limit", type=float, default=streaming.DEFAULT_MEMORY_LIMIT_GB, metavar="GB",
+                    help="read the scan a chunk of rows at a time so that this process stays within GB "
+                         f"(default {streaming.DEFAULT_MEMORY_LIMIT_GB:g}); the maps do not depend on it")
+    pr.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="map the scan's chunks on the workers of this dask.distributed scheduler (tcp://host:8786), "
+                         "which read the input file themselves; the maps are the same")
     pr.set_defaults(func=_predict)
 
     dm = sub.add_parser("default-model", help="train the candidates, keep the most robust on realistic scans, write a model card")

@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from polar4d_lib import acquisition, conventions, pacbed
+from tqdm.auto import tqdm
+
+from polar4d_lib import acquisition, conventions, pacbed, streaming
 from polar4d_lib.io import Scan
 
 if TYPE_CHECKING:  # only for hints: these import this module's callers
@@ -54,6 +56,9 @@ class ScanMaps:
     window_px: int
     averaging: str
     cell_period_px: float | None = None
+    #: Decisions along x and y (:func:`polar4d_lib.streaming.decision_grid`) and the positions between them.
+    decisions: tuple[int, int] | None = None
+    decision_stride: int = 1
 
 
 @dataclass
@@ -68,6 +73,41 @@ class TrainingInputs:
     fit_sampling_mrad: float
     test_sampling_mrad: float
     test_inputs: str
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Where a map's decisions are and how they read the scan: the input kind's name, the decisions' window
+    starts along x and y (:func:`polar4d_lib.streaming.decision_grid`), the window (positions per side), the
+    cell period it is folded at (positions; None: not folded), the scan's angular sampling (mrad/px) and
+    rotation (degrees), the decision rows per model call and the scan's rows."""
+
+    kind: str
+    starts_x: np.ndarray
+    starts_y: np.ndarray
+    window: int
+    period: float | None
+    sampling_mrad: float
+    rotation_deg: float
+    per_group: int
+    size_x: int
+
+
+def decide_chunk(model: Any, rows_of: Any, decisions: Decisions, first: int, stop: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's probabilities (n, Dy, 8), classes (n, Dy) and angles (n, Dy) for decision rows ``first`` …
+    ``stop`` − 1: the scan rows their windows cover, read by ``rows_of(lo, hi)`` (:meth:`Scan.rows`), rotated
+    into the scan frame, prepared by the input kind once (:meth:`InputKind.prepare`) and decided a row group
+    at a time (:meth:`InputKind.decide`). Runs where the chunk is mapped: here or on a dask worker."""
+    kind, d = get(decisions.kind), decisions
+    lo, hi = streaming.rows_spanned(d.starts_x, d.window, d.size_x, first, stop)
+    rows = rows_of(lo, hi)
+    rows = into_scan_frame(rows.reshape(-1, *rows.shape[2:]), d.rotation_deg).reshape(rows.shape)
+    block = kind.prepare(model, rows, d.sampling_mrad)
+    del rows
+    out = [kind.decide(model, block, d.starts_x[g:min(g + d.per_group, stop)] - lo, d.starts_y, d.window, d.period,
+                       d.sampling_mrad) for g in range(first, stop, d.per_group)]
+    return tuple(np.concatenate([o[i] for o in out]) for i in range(3))
 
 
 class InputKind:
@@ -94,16 +134,65 @@ class InputKind:
         n = pacbed._check_window(window_px)
         return n, f"{n} × {n} positions (given)", None
 
-    def map_scan(self, model: Any, scan: Scan, window_px: int | None = None,
-                 dose_e_per_pattern: float | None = None) -> ScanMaps:
+    def map_scan(self, model: Any, scan: Scan, window_px: int | None = None, dose_e_per_pattern: float | None = None,
+                 memory_limit_gb: float | None = None, progress: bool = False, scheduler: str | None = None) -> ScanMaps:
         """``scan`` in, the model's outputs at its positions out (:class:`ScanMaps`). ``window_px``
-        overrides the window, ``dose_e_per_pattern`` (e/pattern) the dose of data not in counts."""
+        overrides the window, ``dose_e_per_pattern`` (e/pattern) the dose of data not in counts. The scan is
+        read a chunk of scan rows at a time (:func:`decide_chunk`), this process within ``memory_limit_gb``
+        (GB; None: the scan rows within :data:`streaming.DEFAULT_WORKING_BYTES`; :mod:`polar4d_lib.streaming`),
+        with a progress bar where ``progress``; ``scheduler``: a dask.distributed scheduler's address whose
+        workers map the chunks, reading the scan's file themselves. The maps depend on neither."""
         window, note, period = self.window(model, scan, window_px, dose_e_per_pattern)
         rx, ry, qx, qy = scan.data.shape
-        data = pacbed.average_scan(scan.data, window) if window > 1 else scan.data
-        proba, classes, angle = model.predict_maps(in_scan_frame(data.reshape(rx * ry, qx, qy), scan),
-                                                   scan.require_sampling())
-        return ScanMaps(proba, classes, angle, window, note, period)
+        stride = self.decision_stride(model, window, period)
+        xs, xi = streaming.decision_grid(rx, window, stride)
+        ys, yi = streaming.decision_grid(ry, window, stride)
+        decisions = Decisions(self.name, xs, ys, window, period, scan.require_sampling(), scan.scan_rotation_deg,
+                              streaming.group_rows(len(ys)), rx)
+        plan = streaming.chunks(xs, window, rx, ry * qx * qy * 4, decisions.per_group,
+                                streaming.available_bytes(memory_limit_gb), memory_limit_gb)
+        if scheduler is None:
+            results = (decide_chunk(model, scan.rows, decisions, first, stop) for first, stop in plan)
+        else:
+            results = streaming.on_cluster(scheduler, decide_chunk, model, streaming.file_rows(scan), decisions, plan)
+        proba = np.empty((len(xs), len(ys), conventions.N_CLASSES), dtype=np.float32)
+        classes = np.empty((len(xs), len(ys)), dtype=np.int64)
+        angle = np.empty((len(xs), len(ys)), dtype=np.float32)
+        bar = tqdm(total=len(plan), desc="scan rows", unit="chunk", disable=not progress or len(plan) < 2)
+        for (first, stop), (p, c, a) in zip(plan, results):
+            proba[first:stop], classes[first:stop], angle[first:stop] = p, c, a
+            bar.update()
+        bar.close()
+
+        def spread(a: np.ndarray) -> np.ndarray:
+            return a[xi][:, yi].reshape((rx * ry,) + a.shape[2:])
+
+        return ScanMaps(spread(proba), spread(classes), spread(angle), window, note, period, (len(xs), len(ys)), stride)
+
+    def decision_stride(self, model: Any, window: int, period: float | None) -> int:
+        """Positions between neighbouring decisions (:func:`polar4d_lib.streaming.decision_grid`): 1, each
+        position its own window."""
+        return 1
+
+    def prepare(self, model: Any, rows: np.ndarray, sampling_mrad: float) -> np.ndarray:
+        """Scan rows (n, Ry, Qx, Qy) in the scan frame as the decisions read them (here: as they are)."""
+        return rows
+
+    def decide(self, model: Any, block: np.ndarray, starts_x: np.ndarray, starts_y: np.ndarray, window: int,
+               period: float | None, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model's probabilities (Dx, Dy, 8), classes (Dx, Dy) and angles (Dx, Dy, degrees) for the
+        windows of ``block`` (:meth:`prepare`'s) starting at ``starts_x`` × ``starts_y``: here the mean of
+        each window's patterns (:func:`pacbed.window_means`; the pattern itself for a window of 1)."""
+        if window == 1:  # a position's own pattern: a view where the decisions are consecutive positions
+            contiguous = [np.array_equal(s, np.arange(s[0], s[0] + len(s))) for s in (starts_x, starts_y)]
+            patterns = block[slice(starts_x[0], starts_x[-1] + 1) if contiguous[0] else starts_x]
+            patterns = patterns[:, slice(starts_y[0], starts_y[-1] + 1) if contiguous[1] else starts_y]
+        else:
+            patterns = pacbed.window_means(block, starts_x, starts_y, window)
+        dx, dy = patterns.shape[:2]
+        proba, classes, angle = model.predict_maps(patterns.reshape(dx * dy, *patterns.shape[2:]), sampling_mrad)
+        return (np.asarray(proba).reshape(dx, dy, -1), np.asarray(classes).reshape(dx, dy),
+                np.asarray(angle).reshape(dx, dy))
 
     def refusal(self, model: Any, scan: Scan) -> str | None:
         """Why :meth:`map_scan` would refuse ``scan``, or None where it maps it."""
@@ -163,9 +252,15 @@ def for_model(model: Any) -> InputKind:
     return of_model_kind(model.kind, getattr(model.preprocessor, "average_window_A", None))
 
 
+def into_scan_frame(patterns: np.ndarray, rotation_deg: float) -> np.ndarray:
+    """Patterns (N, Qx, Qy) recorded at a scan rotation of ``rotation_deg`` rotated by −``rotation_deg``
+    into the scan frame (the acquisition model's ``rotate_scan``)."""
+    return acquisition.rotate_scan(patterns, -rotation_deg) if rotation_deg else patterns
+
+
 def in_scan_frame(patterns: np.ndarray, scan: Scan) -> np.ndarray:
     """Patterns (N, Qx, Qy) of ``scan`` rotated by −``scan_rotation_deg`` into the scan frame."""
-    return acquisition.rotate_scan(patterns, -scan.scan_rotation_deg) if scan.scan_rotation_deg else patterns
+    return into_scan_frame(patterns, scan.scan_rotation_deg)
 
 
 # --- the input kinds ------------------------------------------------------------------------------
@@ -313,18 +408,29 @@ class CellStacks(InputKind):
         note += f"; folded into {model.bins} × {model.bins} parts of a cell of {period:.2f} positions ({how})"
         return n, note, period
 
-    def map_scan(self, model: Any, scan: Scan, window_px: int | None = None,
-                 dose_e_per_pattern: float | None = None) -> ScanMaps:
-        """Each position's window folded into a stack (:func:`stack_probabilities`); classes and angles from
-        the probabilities."""
+    def decision_stride(self, model: Any, window: int, period: float | None) -> int:
+        """A model's map resolution is its window of at least a cell: decisions one part of a cell apart
+        (⌊period / bins⌋ positions, 2 at a/8 with 4 × 4 parts, 1 at a/4) place a wall as well as a
+        decision at every position, at a fraction of the cost."""
+        return max(1, int(period // model.bins)) if period else 1
+
+    def prepare(self, model: Any, rows: np.ndarray, sampling_mrad: float) -> np.ndarray:
+        """Each pattern on the model's own grid (its preprocessor: sampling, size, centre): (n, Ry, size, size)."""
+        pre = model.preprocessor
+        grid = pre.transform(rows.reshape(-1, *rows.shape[2:]), sampling_mrad)
+        return np.asarray(grid, dtype=np.float32).reshape(rows.shape[:2] + grid.shape[1:])
+
+    def decide(self, model: Any, block: np.ndarray, starts_x: np.ndarray, starts_y: np.ndarray, window: int,
+               period: float | None, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each window folded at ``period`` into the model's parts (:func:`pacbed.cell_stacks`); classes and
+        angles from the probabilities."""
         from polar4d_lib.models.base import circular_mean_deg
 
-        window, note, period = self.window(model, scan, window_px, dose_e_per_pattern)
-        rx, ry, qx, qy = scan.data.shape
-        patterns = in_scan_frame(scan.data.reshape(rx * ry, qx, qy), scan)
-        proba = stack_probabilities(model, patterns.reshape(rx, ry, qx, qy), scan.require_sampling(), window,
-                                    period).reshape(rx * ry, -1)
-        return ScanMaps(proba, np.argmax(proba, axis=1), circular_mean_deg(proba), window, note, period)
+        stacks = pacbed.cell_stacks(block, starts_x, starts_y, window, period, model.bins)
+        dx, dy = stacks.shape[:2]
+        proba = model.predict_proba(stacks.reshape(dx * dy, *stacks.shape[2:]), model.preprocessor.sampling_mrad)
+        return (proba.reshape(dx, dy, -1), np.argmax(proba, axis=1).reshape(dx, dy),
+                circular_mean_deg(proba).reshape(dx, dy))
 
     def refusal(self, model: Any, scan: Scan) -> str | None:
         """Why the model cannot fold ``scan`` (a cell of fewer positions per side than its parts, or neither a
@@ -350,29 +456,6 @@ class CellStacks(InputKind):
         training, validation, test = cell_stack_parts(dataset, split, settings, profile, seed)
         return TrainingInputs(training, validation, test, settings.preprocessor_for().sampling_mrad,
                               float(dataset.attrs["q_sampling_mrad"]), "noise-free cell stacks of whole groups")
-
-
-def stack_probabilities(model: Any, data: np.ndarray, sampling_mrad: float, window: int, period_px: float,
-                        chunk: int = 2048) -> np.ndarray:
-    """Class probabilities (Rx, Ry, 8) of a stack model at every position of a scan (Rx, Ry, Qx, Qy) at
-    ``sampling_mrad``: the ``window`` × ``window`` positions around each (:func:`pacbed.window_starts`)
-    folded at ``period_px`` into the model's parts (:func:`pacbed.cell_stack`) on the model's own grid.
-    Positions that share a window share its stack, so each distinct window is classified once, ``chunk``
-    stacks at a time."""
-    rx, ry, qx, qy = data.shape
-    pre = model.preprocessor
-    grid = np.asarray(pre.transform(data.reshape(rx * ry, qx, qy), sampling_mrad), dtype=np.float32)
-    grid = grid.reshape(rx, ry, pre.size, pre.size)
-    sx, sy = pacbed.window_starts(rx, window), pacbed.window_starts(ry, window)
-    ux, ix = np.unique(sx, return_inverse=True)
-    uy, iy = np.unique(sy, return_inverse=True)
-    starts = [(a, b) for a in ux for b in uy]
-    proba = np.empty((len(starts), conventions.N_CLASSES), dtype=np.float32)
-    for c in range(0, len(starts), chunk):
-        stacks = np.stack([pacbed.cell_stack(grid[a:a + window, b:b + window], period_px, model.bins)
-                           for a, b in starts[c:c + chunk]])
-        proba[c:c + len(stacks)] = model.predict_proba(stacks, pre.sampling_mrad)
-    return proba.reshape(len(ux), len(uy), -1)[ix.ravel()][:, iy.ravel()]
 
 
 # --- a dataset's parts as inputs ------------------------------------------------------------------

@@ -30,10 +30,9 @@ scan step; the class map keeps the scan's pixels, its resolution becomes the win
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 #: A lattice counts as seen when the autocorrelation of the dark-field image at one period reaches this
 #: fraction of its value at zero lag (a perfect lattice gives 1, noise ~0).
@@ -68,36 +67,77 @@ def window_starts(size: int, window: int) -> np.ndarray:
     return np.clip(np.arange(size) - n // 2, 0, max(0, size - n))
 
 
+def window_means(data: np.ndarray, starts_x: np.ndarray, starts_y: np.ndarray, window: int) -> np.ndarray:
+    """The mean of the ``window × window`` patterns of ``data`` (Rx, Ry, Qx, Qy) starting at each pair of
+    ``starts_x`` (Dx,) and ``starts_y`` (Dy,) (a window longer than an axis takes the whole axis):
+    (Dx, Dy, Qx, Qy) float32. Summed in float64 one window row at a time, so a window's mean does not
+    depend on which other windows are asked for (a chunked map equals the whole-scan map)."""
+    data = np.asarray(data)
+    if data.ndim != 4:
+        raise ValueError(f"position averaging needs a 4D scan (Rx, Ry, Qx, Qy), got shape {data.shape}")
+    n = _check_window(window)
+    nx, ny = min(n, data.shape[0]), min(n, data.shape[1])
+    sx, sy = np.asarray(starts_x, dtype=np.int64), np.asarray(starts_y, dtype=np.int64)
+    rows = np.zeros((len(sx),) + data.shape[1:], dtype=np.float64)
+    for k in range(nx):
+        rows += data[sx + k]
+    out = np.zeros((len(sx), len(sy)) + data.shape[2:], dtype=np.float64)
+    for k in range(ny):
+        out += rows[:, sy + k]
+    return (out / (nx * ny)).astype(np.float32)
+
+
 def average_scan(data: np.ndarray, window: int) -> np.ndarray:
     """Each pattern of a scan (Rx, Ry, Qx, Qy) replaced by the mean of the ``window × window`` probe
     positions around it (positions i − n//2 … i − n//2 + n − 1 along each axis). Near the scan's edges
     the window moves inwards so that it stays whole (a whole number of cells keeps the average free of
     the probe's position in the cell); a window longer than the scan takes the whole scan along that
-    axis. float32."""
+    axis. float32 (:func:`window_means` at every position's :func:`window_starts`)."""
     data = np.asarray(data)
     if data.ndim != 4:
         raise ValueError(f"position averaging needs a 4D scan (Rx, Ry, Qx, Qy), got shape {data.shape}")
     n = _check_window(window)
-    out = np.asarray(data, dtype=np.float32)
     if n == 1:
-        return out.copy()
-    for axis in (0, 1):
-        size = out.shape[axis]
-        if n >= size:
-            out = np.repeat(out.mean(axis=axis, keepdims=True, dtype=np.float64).astype(np.float32), size, axis=axis)
-            continue
-        out = ndimage.uniform_filter1d(out, n, axis=axis, mode="constant", cval=0.0)
-        # the whole windows are those centred on n//2 … size − n + n//2: each position takes its window's
-        out = np.take(out, window_starts(size, n) + n // 2, axis=axis)
-    return out.astype(np.float32, copy=False)
+        return data.astype(np.float32, copy=True)
+    sx, ix = np.unique(window_starts(data.shape[0], n), return_inverse=True)
+    sy, iy = np.unique(window_starts(data.shape[1], n), return_inverse=True)
+    return window_means(data, sx, sy, n)[ix.ravel()][:, iy.ravel()]
+
+
+#: Bytes of float64 a lazily read scan (np.memmap, dask array) is reduced in at a time by the scan-wide
+#: statistics below (:func:`dose_per_pattern`, :func:`dark_field_image`), so that they never hold it whole.
+BLOCK_BYTES = 2**27
+
+
+def row_blocks(data: np.ndarray) -> Iterator[np.ndarray]:
+    """``data`` (Rx, ...) as in-memory blocks of whole rows of the first axis, in its own dtype: an
+    in-memory array at once, a lazily read one (np.memmap, dask array) about :data:`BLOCK_BYTES` at a time
+    (counted as float64); a lazily read block with NaN or inf is a one-line error."""
+    lazy = isinstance(data, np.memmap) or not isinstance(data, np.ndarray)
+    n = data.shape[0]
+    row = 8 * int(np.prod(data.shape[1:], dtype=np.int64))
+    step = max(1, BLOCK_BYTES // max(row, 1)) if lazy else max(n, 1)
+    for start in range(0, n, step):
+        block = data[start:start + step]
+        block = np.asarray(block.compute() if hasattr(block, "compute") else block)
+        if lazy and np.issubdtype(block.dtype, np.floating) and not np.isfinite(block).all():
+            raise ValueError(f"the scan contains NaN or inf (rows {start}–{start + len(block) - 1}); mask or "
+                             "replace bad pixels first")
+        yield block
 
 
 def dark_field_image(data: np.ndarray) -> np.ndarray:
     """A calibration-free virtual dark-field image (Rx, Ry): the intensity in the detector pixels that
-    are dark (below 20 % of the maximum) in the scan's mean pattern, i.e. outside the bright-field disk."""
-    mean = np.asarray(data, dtype=np.float64).mean(axis=(0, 1))
+    are dark (below 20 % of the maximum) in the scan's mean pattern, i.e. outside the bright-field disk.
+    A lazily read scan is read twice, block by block (:func:`row_blocks`)."""
+    if isinstance(data, np.ndarray) and not isinstance(data, np.memmap):
+        data = np.asarray(data, dtype=np.float64)
+        mean = data.mean(axis=(0, 1))
+        dark = (mean < 0.2 * mean.max()).astype(np.float64)
+        return np.tensordot(data, dark, axes=([2, 3], [0, 1]))
+    mean = sum(block.sum(axis=(0, 1), dtype=np.float64) for block in row_blocks(data)) / (data.shape[0] * data.shape[1])
     dark = (mean < 0.2 * mean.max()).astype(np.float64)
-    return np.tensordot(np.asarray(data, dtype=np.float64), dark, axes=([2, 3], [0, 1]))
+    return np.concatenate([np.tensordot(block, dark, axes=([2, 3], [0, 1])) for block in row_blocks(data)])
 
 
 def _autocorrelation(image: np.ndarray) -> np.ndarray:
@@ -160,23 +200,50 @@ def cell_stack(window: np.ndarray, period_px: float, bins: int = 4) -> np.ndarra
     window = np.asarray(window)
     if window.ndim != 4:
         raise ValueError(f"a cell stack needs a 4D scan window (Wx, Wy, Qx, Qy), got shape {window.shape}")
+    return cell_stacks(window, [0], [0], window.shape[:2], period_px, bins)[0, 0]
+
+
+def cell_stacks(data: np.ndarray, starts_x: np.ndarray, starts_y: np.ndarray, window: int | tuple[int, int],
+                period_px: float, bins: int = 4) -> np.ndarray:
+    """:func:`cell_stack` of every window of ``data`` (Rx, Ry, Qx, Qy) that starts at a pair of ``starts_x``
+    (Dx,) and ``starts_y`` (Dy,) and spans ``window`` positions (per axis; a window longer than an axis
+    takes the whole axis): (Dx, Dy, bins², Qx, Qy) float32. Each window is folded from its own first
+    position, summed in float64 one window row at a time, so a window's stack does not depend on which
+    other windows are asked for."""
+    data = np.asarray(data)
+    if data.ndim != 4:
+        raise ValueError(f"cell stacks need a 4D scan (Rx, Ry, Qx, Qy), got shape {data.shape}")
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
         raise ValueError(f"bins is a whole number of parts per cell side ≥ 1, got {bins!r}")
     if not (isinstance(period_px, (int, float, np.number)) and math.isfinite(period_px) and period_px >= bins):
         raise ValueError(f"the lattice period must be at least {bins} positions to fill {bins} parts per cell, "
                          f"got {period_px!r}; scan finer or use fewer bins")
+    shape = (window, window) if isinstance(window, (int, np.integer)) else tuple(window)
+    nx, ny = (min(_check_window(int(w)), size) for w, size in zip(shape, data.shape[:2]))
     part = [np.floor(bins * np.mod((np.arange(n) + 0.5) / float(period_px), 1.0)).astype(np.int64) % bins
-            for n in window.shape[:2]]
-    index = (part[0][:, None] * bins + part[1][None, :]).ravel()
-    counts = np.bincount(index, minlength=bins * bins)
-    if np.any(counts == 0):
-        raise ValueError(f"the window ({window.shape[0]} × {window.shape[1]} positions) does not reach every part "
+            for n in (nx, ny)]
+    counts = [np.bincount(p, minlength=bins) for p in part]
+    if any(np.any(c == 0) for c in counts):
+        raise ValueError(f"the window ({nx} × {ny} positions) does not reach every part "
                          f"of a cell of {period_px:g} positions; use a window of at least one cell")
-    members = np.eye(bins * bins)[index] / counts  # (positions, parts): each part's mean as one product
-    flat = window.reshape(len(index), -1).astype(np.float64)
-    grid = (members.T @ flat).reshape(bins, bins, *window.shape[2:])
-    ix, iy = np.unravel_index(int(np.argmax(dark_field_image(grid))), (bins, bins))
-    return np.roll(grid, (-ix, -iy), axis=(0, 1)).reshape(bins * bins, *window.shape[2:]).astype(np.float32)
+    sx, sy = np.asarray(starts_x, dtype=np.int64), np.asarray(starts_y, dtype=np.int64)
+    rows = np.zeros((len(sx), bins) + data.shape[1:], dtype=np.float64)  # (Dx, bins, Ry, Qx, Qy)
+    for k in range(nx):
+        rows[:, part[0][k]] += data[sx + k]
+    sums = np.zeros((len(sx), bins, len(sy), bins) + data.shape[2:], dtype=np.float64)
+    for k in range(ny):
+        sums[:, :, :, part[1][k]] += rows[:, :, sy + k]
+    grid = sums.transpose(0, 2, 1, 3, 4, 5) / np.multiply.outer(counts[0], counts[1])[:, :, None, None]
+    # registration: the part with the most intensity in the stack's dark field first (dark_field_image per stack)
+    mean = grid.mean(axis=(2, 3))  # (Dx, Dy, Qx, Qy)
+    dark = mean < 0.2 * mean.max(axis=(-2, -1), keepdims=True)
+    brightest = (grid * dark[:, :, None, None]).sum(axis=(-2, -1)).reshape(len(sx), len(sy), -1).argmax(axis=-1)
+    ix, iy = np.divmod(brightest, bins)
+    a = (np.arange(bins)[None, None, :] + ix[..., None]) % bins  # (Dx, Dy, bins)
+    b = (np.arange(bins)[None, None, :] + iy[..., None]) % bins
+    d0, d1 = np.indices((len(sx), len(sy)))
+    rolled = grid[d0[..., None, None], d1[..., None, None], a[..., :, None], b[..., None, :]]
+    return rolled.reshape(len(sx), len(sy), bins * bins, *data.shape[2:]).astype(np.float32)
 
 
 def resampled_raster(raster: np.ndarray, period_px: float, origin: Sequence[float], window: int) -> np.ndarray:
@@ -199,9 +266,11 @@ def resampled_raster(raster: np.ndarray, period_px: float, origin: Sequence[floa
 
 def dose_per_pattern(data: np.ndarray) -> float | None:
     """Mean electrons per pattern of a scan (..., Qx, Qy) recorded in counts: the mean pattern sum. None
-    where the patterns sum to at most 1 (fractions of the incident beam: a noise-free simulation)."""
-    totals = np.asarray(data, dtype=np.float64).sum(axis=(-2, -1))
-    mean = float(totals.mean()) if totals.size else 0.0
+    where the patterns sum to at most 1 (fractions of the incident beam: a noise-free simulation). A
+    lazily read scan is summed block by block (:func:`row_blocks`)."""
+    count = int(np.prod(data.shape[:-2], dtype=np.int64))
+    total = sum(float(block.sum(dtype=np.float64)) for block in row_blocks(data)) if count else 0.0
+    mean = total / count if count else 0.0
     return None if mean <= 1.0 + 1e-6 else mean
 
 

@@ -56,6 +56,7 @@ def low_dose_warning(model: Any, scan: Scan, window: int, dose_e_per_pattern: fl
 def predict_scan(
     model: Any, scan: Scan, abstain_below: float | None = None, window_px: int | None = None,
     dose_e_per_pattern: float | None = None, abstain_score: str = reliability.DEFAULT,
+    memory_limit_gb: float | None = None, progress: bool = False, scheduler: str | None = None,
 ) -> Prediction:
     """Run ``model`` (a fitted PolarizationModel) over every pattern of ``scan``.
 
@@ -63,7 +64,11 @@ def predict_scan(
     between the two most probable classes) is below ``abstain_below`` get class −1 (abstained): not every
     probe position carries enough information to be classified. ``window_px`` overrides the
     window of the model's input kind (:meth:`polar4d_lib.inputs.InputKind.window`; 1 = none);
-    ``dose_e_per_pattern`` supplies the dose (e/pattern) for data not recorded in counts.
+    ``dose_e_per_pattern`` supplies the dose (e/pattern) for data not recorded in counts. The scan is read
+    a chunk of rows at a time, this process within ``memory_limit_gb`` (GB; None: the rows within a fixed
+    working memory, :mod:`polar4d_lib.streaming`), so it may be a lazily read file larger than memory;
+    ``progress`` shows a bar over the chunks; ``scheduler`` (a dask.distributed scheduler's address) maps the
+    chunks on its workers, which read the scan's file themselves: the same maps.
     """
     sampling = scan.require_sampling()
     if abstain_below is not None:
@@ -72,7 +77,9 @@ def predict_scan(
         raise ValueError(f"--abstain-score {abstain_score!r} is unknown; use one of {', '.join(reliability.SCORES)}")
     rx, ry = scan.data.shape[:2]
     kind = model.input_kind
-    maps = kind.map_scan(model, scan, window_px, dose_e_per_pattern)
+    if dose_e_per_pattern is None and window_px is None and getattr(model.preprocessor, "average_min_electrons", None):
+        dose_e_per_pattern = pacbed.dose_per_pattern(scan.data)  # read once, for the window and the warning
+    maps = kind.map_scan(model, scan, window_px, dose_e_per_pattern, memory_limit_gb, progress, scheduler)
     window = maps.window_px
     proba = np.asarray(maps.probabilities, dtype=np.float32)
     classes = np.asarray(maps.classes, dtype=np.int8)
@@ -95,6 +102,10 @@ def predict_scan(
         "average_window_px": window,
         "averaging": maps.averaging,
         "cell_period_px": maps.cell_period_px,
+        "decisions": list(maps.decisions) if maps.decisions else None,
+        "decision_stride_px": maps.decision_stride,
+        "memory_limit_gb": memory_limit_gb,
+        "scheduler": scheduler,
         "notes": scan.notes,
         "coarse_step_warning": kind.coarse_step_warning(model, scan),
         "low_dose_warning": low_dose_warning(model, scan, window, dose_e_per_pattern) if window_px is None else None,

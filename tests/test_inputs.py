@@ -87,7 +87,12 @@ def test_window_means_go_in_as_the_mean_of_one_cell_around_each_position():
     maps = kind.map_scan(model, scan)
     (x, _), = model.seen
     assert maps.window_px == 4 and "3.95 Å at a 0.9875 Å step" in maps.averaging
-    np.testing.assert_array_equal(x, pacbed.average_scan(scan.data, 4).reshape(144, 32, 32))
+    # 12 positions, a window of 4: windows start at 0 … 8 (the edges share theirs), each is asked once
+    starts = np.arange(9)
+    assert maps.decisions == (9, 9) and maps.decision_stride == 1
+    np.testing.assert_array_equal(x, pacbed.window_means(scan.data, starts, starts, 4).reshape(81, 32, 32))
+    np.testing.assert_array_equal(x.reshape(9, 9, 32, 32)[pacbed.window_starts(12, 4)][:, pacbed.window_starts(12, 4)],
+                                  pacbed.average_scan(scan.data, 4))
     assert "is not below λ/(2α)" in kind.coarse_step_warning(model, scan)  # a/4 aliases a cell mean
     fine = Scan(scan.data, q_sampling_mrad=SAMPLING, scan_step_A=0.4)
     assert kind.coarse_step_warning(model, fine) is None
@@ -118,7 +123,7 @@ def test_predict_scan_asks_the_models_input_kind(monkeypatch):
     class Spy(inputs.InputKind):
         name = "spy"
 
-        def map_scan(self, model, scan, window_px=None, dose_e_per_pattern=None):
+        def map_scan(self, model, scan, window_px=None, dose_e_per_pattern=None, memory_limit_gb=2.0, progress=False):
             asked.append((model, scan, window_px))
             n = scan.data.shape[0] * scan.data.shape[1]
             proba = np.full((n, 8), 1 / 8, dtype=np.float32)

@@ -257,8 +257,11 @@ def test_a_model_trained_on_averages_records_its_window_and_predict_uses_it(smok
     scan = io.Scan(patterns, float(ds.attrs["q_sampling_mrad"]), scan_step_A=1.975, source="smoke")
     prediction = predict_scan(model, scan)
     assert prediction.metadata["average_window_px"] == 2
-    expected = model.predict(pacbed.average_scan(patterns, 2).reshape(36, *patterns.shape[2:]), scan.q_sampling_mrad)
-    np.testing.assert_array_equal(prediction.class_map.ravel(), expected)
+    # each distinct window (starts 0 … 4 along both axes) is asked once and its class goes to its positions
+    starts = pacbed.window_starts(6, 2)
+    distinct = pacbed.window_means(patterns, np.arange(5), np.arange(5), 2).reshape(25, *patterns.shape[2:])
+    expected = model.predict(distinct, scan.q_sampling_mrad).reshape(5, 5)[starts][:, starts]
+    np.testing.assert_array_equal(prediction.class_map, expected)
     single = predict_scan(model, scan, window_px=1)
     assert single.metadata["average_window_px"] == 1
     np.testing.assert_array_equal(single.class_map.ravel(), model.predict(patterns.reshape(36, *patterns.shape[2:]),
