@@ -218,6 +218,13 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("off_grid_scans", {p: ("--workers", "2") for p in ("smoke", "default")},
               only_when_named="simulates 8 realistic specimens per scan step, about 10 min per step on one core",
               takes_profile=False),
+    Benchmark("predict_throughput", {
+        "smoke": ("--positions", "24", "--detector-px", "48", "--models", "data/default_model.pt"),
+        "default": ("--positions", "96", "--large-positions", "256", "--memory-limit", "2"),
+    }),
+    Benchmark("symmetry_images", {p: () for p in ("smoke", "default")},
+              only_when_named="scores the shipped model five times on the robust profile's independent test scans "
+                              "(about 3 min with their simulations cached, hours without)", takes_profile=False),
     Benchmark("readme_commands", {p: () for p in ("smoke", "default")},
               only_when_named="clones the repository and runs the README's two set-up commands (about an hour)",
               takes_profile=False),

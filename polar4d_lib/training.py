@@ -202,13 +202,18 @@ def train_epoch(
     return total_loss / len(y), correct / len(y)
 
 
-@torch.no_grad()
-def forward_batches(model: nn.Module, x: torch.Tensor, batch_size: int = 128, device: str = "cpu") -> torch.Tensor:
-    """Outputs of ``model`` (eval mode, no gradients, no augmentation) for x (N, 1, H, W), on the CPU."""
+@torch.inference_mode()
+def forward_batches(model: nn.Module, x: torch.Tensor, batch_size: int = 128, device: str = "cpu",
+                    channels_last: bool = False) -> torch.Tensor:
+    """Outputs of ``model`` (eval mode, no gradients, no augmentation) for x (N, C, H, W), on the CPU.
+    ``channels_last``: each batch in channels-last memory order (for a model converted to it: convolutions
+    on the CPU run about twice as fast on stacks of many channels)."""
     was_training = model.training
     model.eval()
+    layout = torch.channels_last if channels_last and x.dim() == 4 else torch.contiguous_format
     try:
-        return torch.cat([model(x[index].to(device)).cpu() for index in _batches(len(x), batch_size)])
+        return torch.cat([model(x[index].to(device).contiguous(memory_format=layout)).cpu()
+                          for index in _batches(len(x), batch_size)])
     finally:
         model.train(was_training)
 

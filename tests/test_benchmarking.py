@@ -96,7 +96,9 @@ def test_record_is_atomic(tmp_path, monkeypatch):
 def test_plan_runs_robust_benchmarks_only_when_named_and_present(tmp_path):
     skipped = dict((b.name, reason) for b, reason in benchmarking.plan("smoke", root=tmp_path))
     assert skipped["simulation_speed"] is None and skipped["tilt_vs_polarization"] is None
-    for name in ("coarse_rasters", "cell_stacks", "default_model_seeds", "off_grid_scans", "readme_commands"):
+    assert skipped["predict_throughput"] is None
+    for name in ("coarse_rasters", "cell_stacks", "default_model_seeds", "off_grid_scans", "readme_commands",
+                 "symmetry_images"):
         assert "name it to run it" in skipped[name]
     (named,) = benchmarking.plan("smoke", ["coarse_rasters"], root=tmp_path)
     assert named[1] == "needs data/robust.zarr, which does not exist"
@@ -116,19 +118,19 @@ def test_unknown_benchmark_is_one_line_naming_the_known_ones(capsys, tmp_path):
 
 
 def test_benchmark_smoke_writes_the_files_it_says(tmp_path, capfd):
-    """``polar4d benchmark --profile smoke`` (about 40 s on 2 cores): every file it says it wrote exists and
+    """``polar4d benchmark --profile smoke`` (about 50 s on 2 cores): every file it says it wrote exists and
     holds the schema; the benchmarks it skips say why."""
     out = tmp_path / "benchmarks"
     assert cli.main(["benchmark", "--profile", "smoke", "--results-dir", str(out)]) == 0
     printed = capfd.readouterr().out
     wrote = [Path(p) for p in re.findall(r"^wrote (.+\.json)$", printed, flags=re.M)]
-    assert {p.name for p in wrote} == {"simulation_speed.json", "tilt_vs_polarization.json"}
+    assert {p.name for p in wrote} == {"simulation_speed.json", "tilt_vs_polarization.json", "predict_throughput.json"}
     assert sorted(wrote) == sorted(out.glob("*.json"))
     for path in wrote:
         data = json.loads(path.read_text())
         check_schema(data)
         assert data["name"] == path.stem and data["profile"] == "smoke"
-    assert len(re.findall(r"^skipped \w+: .+", printed, flags=re.M)) == len(benchmarking.BENCHMARKS) - 2
+    assert len(re.findall(r"^skipped \w+: .+", printed, flags=re.M)) == len(benchmarking.BENCHMARKS) - 3
 
 
 @pytest.mark.parametrize("path", sorted((benchmarking.ROOT / "results" / "benchmarks").glob("*.json")), ids=lambda p: p.name)

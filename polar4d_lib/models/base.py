@@ -72,10 +72,11 @@ class PolarizationModel:
         return circular_mean_deg(self.predict_proba(patterns, sampling_mrad))
 
     def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(predict_proba, predict, predict_angle_deg) together — what a scan needs. Models whose
-        outputs share one expensive pass (networks) override this to run it once."""
-        return (self.predict_proba(patterns, sampling_mrad), self.predict(patterns, sampling_mrad),
-                self.predict_angle_deg(patterns, sampling_mrad))
+        """(predict_proba, predict, predict_angle_deg) together — what a scan needs — from one pass: the
+        probabilities, their argmax and their circular mean. A model whose classes or angles are not those
+        of its probabilities (a regressor, the physics baseline) overrides this."""
+        proba = self.predict_proba(patterns, sampling_mrad)
+        return proba, np.argmax(proba, axis=-1).astype(np.int8), circular_mean_deg(proba)
 
     # --- persistence -------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:

@@ -40,6 +40,9 @@ from polar4d_lib.models.networks import (DEFAULT_DEPTH, ENCODERS, HEADS, RESNET_
 from polar4d_lib.preprocessing import Preprocessor
 
 KINDS: tuple[str, ...] = tuple(f"{encoder}-{head}" for encoder in ENCODERS for head in HEADS)
+#: Inputs per network pass when predicting (at least the training batch): larger batches amortise each call.
+PREDICT_BATCH = 256
+
 #: Candidate κ_max (regression spread) and inverse temperatures (prototype softmax) for the calibration.
 KAPPA_GRID: np.ndarray = np.geomspace(0.25, 256.0, 31)
 INVERSE_TEMPERATURE_GRID: np.ndarray = np.geomspace(0.5, 512.0, 31)
@@ -250,9 +253,10 @@ class NeuralModel(PolarizationModel):
     def _outputs(self, x: torch.Tensor) -> np.ndarray:
         if self.network is None:
             raise ValueError(f"this {self.kind} model is not fitted; call fit() or load a saved model")
-        network = self.network.to(self.device)
+        network = self.network.to(self.device, memory_format=torch.channels_last)
         try:
-            out = training.forward_batches(network, x, self.train_config.batch_size, self.device)
+            out = training.forward_batches(network, x, max(self.train_config.batch_size, PREDICT_BATCH), self.device,
+                                           channels_last=True)
         finally:
             self.network = network.cpu()
         return out.numpy().astype(np.float64)

@@ -197,9 +197,17 @@ class PhysicsBaseline(PolarizationModel):
 
     def predict_proba(self, patterns: np.ndarray, sampling_mrad: float) -> np.ndarray:
         """Von-Mises-like probabilities (N, 8) float32 around the angle of v, κ = κ₀·|v|/median_train|v|."""
-        v = self.vectors(patterns, sampling_mrad)
+        return self._proba(self.vectors(patterns, sampling_mrad))
+
+    def _proba(self, v: np.ndarray) -> np.ndarray:
         kappa = self.kappa0 * np.hypot(v[:, 0], v[:, 1]) / self.median_length
         return _von_mises(np.arctan2(v[:, 1], v[:, 0]), kappa).astype(np.float32)
+
+    def predict_maps(self, patterns: np.ndarray, sampling_mrad: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Probabilities, classes and angles from one pass of the features (the class is the angle's sector)."""
+        v = self.vectors(patterns, sampling_mrad)
+        angle = angle_deg(v)
+        return self._proba(v), conventions.class_from_angle(angle), angle
 
     # --- persistence ---------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:

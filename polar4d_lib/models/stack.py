@@ -33,6 +33,7 @@ part is one probe position, at a/8 the mean of 2 × 2, at low dose (a window of 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -195,5 +196,17 @@ class CellStackModel(NeuralModel):
         return StackD4(self.bins, self.half_cell)
 
     def _symmetric_images(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, Callable[[np.ndarray], np.ndarray]]]:
-        for mirror, k, perm in stack_operations(self.bins, self.half_cell):
-            yield move_stacks(x, mirror, k, perm).contiguous(), (lambda c, m=mirror, t=k: move_classes(c, m, t))
+        """The images of stacks x (N, bins², n, n) under :func:`stack_operations`, each one gather of x's
+        values (:func:`image_indices`), with its class map."""
+        flat = x.reshape(len(x), -1)
+        for (mirror, k, _), index in zip(stack_operations(self.bins, self.half_cell),
+                                         image_indices(self.bins, self.half_cell, x.shape[-1])):
+            yield flat[:, index].reshape(x.shape), (lambda c, m=mirror, t=k: move_classes(c, m, t))
+
+
+@functools.lru_cache(maxsize=8)
+def image_indices(bins: int, half_cell: bool, size: int) -> tuple[torch.Tensor, ...]:
+    """For each element of :func:`stack_operations`, where in a flattened stack (bins², size, size) each
+    value of its image comes from: :func:`move_stacks` of the indices themselves."""
+    index = torch.arange(bins * bins * size * size).reshape(1, bins * bins, size, size)
+    return tuple(move_stacks(index, mirror, k, perm).reshape(-1) for mirror, k, perm in stack_operations(bins, half_cell))

@@ -1,0 +1,171 @@
+"""How fast ``polar4d predict`` maps a scan, where the time goes, and how much memory a scan larger than the
+memory limit takes.
+
+A synthetic scan (a lattice of 8 positions per KNN cell, a bright disk on a ``--detector-px`` detector at
+1 mrad/px whose dark field changes over the cell, Poisson counts) is written as a 4D ``.npy`` and read the way
+``polar4d predict`` reads files (memory-mapped, a chunk of rows at a time). For each model given:
+
+- patterns per second of :func:`polar4d_lib.predict.predict_scan`, everything included (reading, the scan
+  frame, resampling to the model's grid, folding or averaging windows, the network with its symmetry
+  averages, probabilities to classes and angles, the irregularity map), at a/8 and, for a model that folds
+  cells, at a/4 (a decision per position there, a part of a cell apart at a/8);
+- where that time goes, from a profile of the same call (:mod:`cProfile`): reading, resampling, folding,
+  the network's inputs, the network's passes, the irregularity map, the rest.
+
+Then, with ``--large-positions`` > 0, the command ``polar4d predict`` on a scan of that many positions per
+side (larger than ``--memory-limit`` on disk) in a subprocess: its wall time and peak resident memory.
+
+Usage: python benchmarks/predict_throughput.py [--positions 96] [--detector-px 96]
+       [--models data/default_model.pt results/default/models/pca-knn.npz results/default/models/physics.npz]
+       [--large-positions 256] [--memory-limit 2] [--profile default] [--results-dir results/benchmarks]
+Prints measured figures and records them in results/benchmarks/predict_throughput.json
+(:func:`polar4d_lib.benchmarking.record`); nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from polar4d_lib import benchmarking, conventions
+from polar4d_lib.benchmarking import RESULTS_DIR, ROOT
+from polar4d_lib.io import read_scan
+from polar4d_lib.models import load_model
+from polar4d_lib.predict import predict_scan
+
+SAMPLING_MRAD = 1.0
+#: Profile entries (file, function) whose cumulative time is a stage; none of them calls another.
+STAGES = {
+    "reading": [("io.py", "rows")],
+    "rotating into the scan frame": [("inputs.py", "in_scan_frame")],
+    "resampling and centring (Preprocessor.transform)": [("preprocessing.py", "transform")],
+    "folding or averaging windows": [("pacbed.py", "cell_stacks"), ("pacbed.py", "window_means")],
+    "the network's passes": [("training.py", "forward_batches")],
+    "the irregularity map": [("irregularity.py", "score")],
+}
+
+
+def write_scan(path: Path, positions: int, detector_px: int, seed: int = 0) -> Path:
+    """A synthetic scan (positions, positions, px, px) float32 counts at a/8, written a row at a time."""
+    rng = np.random.default_rng(seed)
+    q = np.arange(detector_px) - detector_px // 2
+    disk = ((q[:, None] ** 2 + q[None, :] ** 2) < 24**2) * 40.0
+    cell = disk + rng.uniform(0.5, 3.0, (8, 8, 1, 1)) * (1 + rng.random((8, 8, detector_px, detector_px)))
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(positions, positions, detector_px, detector_px))
+    for i in range(positions):
+        out[i] = rng.poisson(np.tile(cell[i % 8], (positions // 8 + 1, 1, 1))[:positions]).astype(np.float32)
+    out.flush()
+    del out
+    return path
+
+
+def stage_seconds(profile: cProfile.Profile) -> dict[str, float]:
+    """Seconds per stage of :data:`STAGES` from ``profile`` (cumulative times)."""
+    stats = pstats.Stats(profile).stats  # (file, line, function) → (calls, primitive, own, cumulative, callers)
+    out = {}
+    for stage, entries in STAGES.items():
+        out[stage] = sum(v[3] for (file, _, name), v in stats.items()
+                         if any(file.endswith(f) and name == n for f, n in entries))
+    return out
+
+
+def measure(model_path: Path, scan_path: Path, step_A: float, repeats: int = 2) -> tuple[float, dict[str, float], dict]:
+    """Patterns per second of predict_scan (best of ``repeats``, after a warm-up), its stages, its metadata."""
+    model = load_model(model_path)
+    scan = read_scan(scan_path, q_sampling_mrad=SAMPLING_MRAD, scan_step_A=step_A, energy_kev=200.0, semiangle_mrad=24.0)
+    n = scan.data.shape[0] * scan.data.shape[1]
+    predict_scan(model, read_scan(scan_path, q_sampling_mrad=SAMPLING_MRAD, scan_step_A=step_A))  # warm-up
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        prediction = predict_scan(model, scan)
+        best = min(best, time.perf_counter() - start)
+    profile = cProfile.Profile()
+    profile.enable()
+    predict_scan(model, scan)
+    profile.disable()
+    stages = stage_seconds(profile)
+    total = sum(pstats.Stats(profile).stats[key][3] for key in pstats.Stats(profile).stats
+                if key[0].endswith("predict.py") and key[2] == "predict_scan")
+    stages["the rest"] = max(0.0, total - sum(stages.values()))
+    return n / best, {k: v / total for k, v in stages.items()}, prediction.metadata
+
+
+def large_scan(scan_path: Path, out: Path, memory_limit_gb: float, step_A: float) -> tuple[float, float]:
+    """Wall time (s) and peak resident memory (GB) of ``polar4d predict`` on ``scan_path`` in a subprocess."""
+    command = [sys.executable, "-m", "polar4d_lib.cli", "predict", str(scan_path), "--out", str(out),
+               "--q-pixel-size-mrad", str(SAMPLING_MRAD), "--scan-step-A", str(step_A),
+               "--memory-limit", str(memory_limit_gb)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, peak_kib * 1024 / 1e9
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--positions", type=int, default=96, help="positions per side of the throughput scan")
+    parser.add_argument("--detector-px", type=int, default=96)
+    parser.add_argument("--models", nargs="+", default=["data/default_model.pt", "results/default/models/pca-knn.npz",
+                                                        "results/default/models/physics.npz"])
+    parser.add_argument("--large-positions", type=int, default=0,
+                        help="positions per side of the scan for the memory test (0: none; 256 at 96 px: 2.4 GB)")
+    parser.add_argument("--memory-limit", type=float, default=2.0, help="GB, for the memory test")
+    parser.add_argument("--profile", default="default")
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR))
+    args = parser.parse_args()
+    figures, parameters = [], vars(args).copy()
+    a8, a4 = conventions.A_A / 8, conventions.A_A / 4
+    with tempfile.TemporaryDirectory() as tmp:
+        scan_path = write_scan(Path(tmp) / "scan.npy", args.positions, args.detector_px)
+        for name in args.models:
+            path = ROOT / name
+            if not path.exists():
+                print(f"skipped {name}: not there (the default book trains it)")
+                continue
+            kind = load_model(path).kind
+            steps = [("a/8", a8)]
+            if kind == "cnn-stack":
+                steps.append(("a/4", a4))
+            for label, step in steps:
+                rate, stages, metadata = measure(path, scan_path, step)
+                note = (f"{args.positions}² positions of {args.detector_px}² px at {label} from a memory-mapped .npy; "
+                        f"{metadata['decisions'][0]}×{metadata['decisions'][1]} decisions, window {metadata['average_window_px']}")
+                print(f"{kind} at {label}: {rate:.0f} patterns/s ({note})")
+                figures.append(benchmarking.figure(f"{kind} at {label}: throughput", rate, "patterns/s", note))
+                for stage, share in stages.items():
+                    print(f"  {stage}: {100 * share:.0f} %")
+                    figures.append(benchmarking.figure(f"{kind} at {label}: share of time in {stage}", 100 * share, "%"))
+        if args.large_positions:
+            big = write_scan(Path(tmp) / "large.npy", args.large_positions, args.detector_px, seed=1)
+            size_gb = big.stat().st_size / 1e9
+            wall, peak = large_scan(big, Path(tmp) / "large.npz", args.memory_limit, a8)
+            n = args.large_positions**2
+            print(f"large scan: {size_gb:.2f} GB on disk, --memory-limit {args.memory_limit:g} GB: {wall:.0f} s "
+                  f"({n / wall:.0f} patterns/s with start-up), peak resident memory {peak:.2f} GB")
+            figures += [
+                benchmarking.figure("large scan: size on disk", size_gb, "GB", f"{args.large_positions}² positions of "
+                                    f"{args.detector_px}² px float32"),
+                benchmarking.figure("large scan: memory limit", args.memory_limit, "GB"),
+                benchmarking.figure("large scan: peak resident memory of polar4d predict", peak, "GB"),
+                benchmarking.figure("large scan: polar4d predict wall time", wall, "s", "the command, start-up included"),
+            ]
+    path = benchmarking.record("predict_throughput", figures, args.profile, parameters,
+                               title="polar4d predict: throughput, time per stage, memory",
+                               results_dir=args.results_dir)
+    print(f"recorded {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
