@@ -6,7 +6,7 @@ in registration order (``.emd``: py4DSTEM's EMD 1.0, then RosettaSciIO's NCEM/Pr
 ``.h5``: EMD 1.0, then an arina master file), and the last resort for what py4DSTEM used to open is
 ``py4DSTEM.import_file``.
 
-Readers: a plain 4D ``.npy`` (memory-mapped), py4DSTEM/EMD 1.0 HDF5 (the DataCube's HDF5 dataset wrapped
+Readers: a plain 4D ``.npy`` (read a block at a time, :class:`NpyRows`), py4DSTEM/EMD 1.0 HDF5 (the DataCube's HDF5 dataset wrapped
 lazily in dask, its calibration read by py4DSTEM), and through RosettaSciIO with ``lazy=True`` (dask arrays)
 Quantum Detectors Merlin ``.mib`` (+ ``.hdr``), NanoMegas blockfile ``.blo``, NCEM/Prismatic/Velox ``.emd``,
 Gatan DM3/DM4, EMPAD ``.xml`` (+ ``.raw``), TVIPS ``.tvips`` and Dectris arina ``*_master.h5`` (RosettaSciIO
@@ -353,13 +353,42 @@ def _read_rsciio(module: str, path: Path, energy_kev: float | None, lazy: bool =
 
 # --- the formats -------------------------------------------------------------------------------------------
 
+class NpyRows:
+    """A 4D ``.npy`` read a block at a time: each read maps the file, copies the block and unmaps it, so the
+    process keeps only the blocks it holds (a memory map kept open would count every page it ever read
+    towards the process's resident memory). Has ``shape``, ``dtype``, ``ndim`` and slicing, for
+    ``dask.array.from_array``; pickles as its path (a dask worker opens the file itself)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        header = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        self.shape, self.dtype, self.ndim = header.shape, header.dtype, header.ndim
+        del header
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        try:
+            return np.array(mapped[key])
+        finally:
+            del mapped
+
+
+#: Rows of a ``.npy`` per dask chunk: each chunk is one read (:class:`NpyRows`).
+NPY_CHUNK_BYTES = 2**26
+
+
 @register("numpy .npy", (".npy",))
 def _read_npy(path: Path, energy_kev: float | None) -> Scan:
-    """A 4D array (Rx, Ry, Qx, Qy), memory-mapped read-only; no calibration (flags supply it)."""
-    data = np.load(path, mmap_mode="r", allow_pickle=False)
-    if data.ndim != 4:
-        raise _not_4d(path, [data.shape])
-    return Scan(data=data, source=str(path))
+    """A 4D array (Rx, Ry, Qx, Qy) read lazily (:class:`NpyRows` as a dask array, a few rows per chunk); no
+    calibration (flags supply it)."""
+    import dask.array as da
+
+    rows = NpyRows(path)
+    if rows.ndim != 4:
+        raise _not_4d(path, [rows.shape])
+    per_row = max(1, int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.dtype.itemsize)
+    chunk = (max(1, min(rows.shape[0], NPY_CHUNK_BYTES // per_row)),) + rows.shape[1:]
+    return Scan(data=da.from_array(rows, chunks=chunk, asarray=False, lock=False, name=f"npy-{path}"), source=str(path))
 
 
 @register("py4DSTEM EMD 1.0", (".h5", ".hdf5", ".emd"))

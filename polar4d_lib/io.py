@@ -72,9 +72,10 @@ class Scan:
                 and 0 <= start <= stop <= n):
             raise ValueError(f"rows {start}:{stop} are not a block of the {n} rows of {self.source or 'the scan'}")
         block = self.data[start:stop]
-        if hasattr(block, "compute"):  # dask
-            block = block.compute()
-        block = np.array(block, dtype=np.float32, copy=True)
+        if hasattr(block, "compute"):  # dask: a new array already, converted only where it is not float32
+            block = np.asarray(block.compute()).astype(np.float32, copy=False)
+        else:
+            block = np.array(block, dtype=np.float32, copy=True)
         if not np.isfinite(block).all():
             raise ValueError(f"{self.source or 'scan'} contains NaN or inf (scan rows {start}–{stop - 1}); "
                              "mask or replace bad pixels first")

@@ -54,11 +54,12 @@ def mrad(q_per_A: float) -> float:
 
 # --- the formats -------------------------------------------------------------------------------------------
 
-def test_npy_is_memory_mapped(tmp_path):
+def test_npy_is_read_a_block_at_a_time(tmp_path, monkeypatch):
     expected = cube(dtype=np.float32)
     np.save(tmp_path / "s.npy", expected)
+    monkeypatch.setattr(formats, "NPY_CHUNK_BYTES", 2 * expected[0].nbytes)  # two rows per read
     scan = io.read_scan(tmp_path / "s.npy", q_sampling_mrad=1.5, scan_step_A=0.8)
-    assert isinstance(scan.data, np.memmap)
+    assert isinstance(scan.data.compute(), np.ndarray) and scan.data.chunks[0][0] == 2
     assert_scan(scan, expected)
     assert (scan.q_sampling_mrad, scan.scan_step_A) == (1.5, 0.8)
 
