@@ -79,7 +79,8 @@ def predict_scan(
     kind = model.input_kind
     if dose_e_per_pattern is None and window_px is None and getattr(model.preprocessor, "average_min_electrons", None):
         dose_e_per_pattern = pacbed.dose_per_pattern(scan.data)  # read once, for the window and the warning
-    maps = kind.map_scan(model, scan, window_px, dose_e_per_pattern, memory_limit_gb, progress, scheduler)
+    maps = kind.map_scan(model, scan, window_px, dose_e_per_pattern, memory_limit_gb=memory_limit_gb, progress=progress,
+                         scheduler=scheduler)
     window = maps.window_px
     proba = np.asarray(maps.probabilities, dtype=np.float32)
     classes = np.asarray(maps.classes, dtype=np.int8)

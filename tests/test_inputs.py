@@ -123,7 +123,7 @@ def test_predict_scan_asks_the_models_input_kind(monkeypatch):
     class Spy(inputs.InputKind):
         name = "spy"
 
-        def map_scan(self, model, scan, window_px=None, dose_e_per_pattern=None, memory_limit_gb=2.0, progress=False):
+        def map_scan(self, model, scan, window_px=None, dose_e_per_pattern=None, **reading):
             asked.append((model, scan, window_px))
             n = scan.data.shape[0] * scan.data.shape[1]
             proba = np.full((n, 8), 1 / 8, dtype=np.float32)
