@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 from polar4d_lib import benchmarking, realistic
 from polar4d_lib.benchmarking import RESULTS_DIR
 from polar4d_lib.cli import default_model_path
