@@ -222,11 +222,11 @@ def markdown(numbers: dict[str, Any]) -> str:
             "",
             f"`polar4d predict` also writes `irregularity`: the score “{irregular['score']}” of its probability map",
             "(`polar4d_lib.irregularity.DEFAULT`; higher = more likely a defect or a domain wall). "
-            f"{irregular['measured_by']} found it this model's best score: ROC AUC {auc['vacancies']:.2f} for the",
+            f"{irregular['measured_by']} measured it on this model: ROC AUC {auc['vacancies']:.2f} for the",
             "positions over isolated oxygen-vacancy columns, "
             + (f"{auc['clustered vacancies']:.2f} over a cluster of them, " if "clustered vacancies" in auc else "")
             + f"and {auc['walls']:.2f} for the positions within half a cell of a wall"
-            " (all steps and doses pooled; 0.5 knows nothing).",
+            " (all steps and doses pooled; 0.5 knows nothing, below 0.5 the score is lower there than elsewhere).",
             "",
         ]
     lines += [
