@@ -47,7 +47,6 @@ from typing import Any, Callable
 import numpy as np
 
 from polar4d_lib.io import Scan, _read_emd1_lazy, _read_py4dstem
-from polar4d_lib.simulation import wavelength_A
 
 Reader = Callable[[Path, "float | None"], Scan]
 
@@ -183,6 +182,7 @@ def angle_mrad(scale: float, units: Any, energy_kev: float | None) -> tuple[floa
         if energy_kev is None or not energy_kev > 0:
             return None, (f"the detector calibration {scale:g} {units} per pixel needs the beam energy "
                           "(--energy-kev) to become mrad")
+        from polar4d_lib.simulation import wavelength_A  # abTEM: imported only when asked
         mrad = per_A * wavelength_A(energy_kev) * 1e3
         return mrad, (f"detector calibration {scale:g} {units} per pixel converted to {mrad:.4g} mrad/px at "
                       f"{energy_kev:g} keV")

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from polar4d_lib.atomic import atomic_write
-from polar4d_lib.simulation import wavelength_A
 
 
 def _in_memory(data: Any) -> bool:
@@ -104,6 +103,7 @@ def _from_calibration(cal: Any, data: Any, source: str, energy_kev: float | None
         sampling = float(size)
     elif units in ("A^-1", "Å^-1", "1/A"):
         if energy_kev is not None:
+            from polar4d_lib.simulation import wavelength_A  # abTEM: imported only when asked
             sampling = float(size) * wavelength_A(energy_kev) * 1e3
             notes.append(f"Q calibration {size} Å⁻¹/px converted at {energy_kev} keV")
         else:
