@@ -131,6 +131,7 @@ def main() -> int:
     parser.add_argument("--large-positions", type=int, default=0,
                         help="positions per side of the scan for the memory test (0: none; 256 at 96 px: 2.4 GB)")
     parser.add_argument("--memory-limit", type=float, default=2.0, help="GB, for the memory test")
+    parser.add_argument("--repeats", type=int, default=2, help="timed maps per model and step (the best is kept)")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
     args = parser.parse_args()
@@ -148,7 +149,7 @@ def main() -> int:
             if kind == "cnn-stack":
                 steps.append(("a/4", a4))
             for label, step in steps:
-                rate, stages, metadata = measure(path, scan_path, step)
+                rate, stages, metadata = measure(path, scan_path, step, args.repeats)
                 note = (f"{args.positions}² positions of {args.detector_px}² px at {label} from a .npy read a block at a time; "
                         f"{metadata['decisions'][0]}×{metadata['decisions'][1]} decisions, window {metadata['average_window_px']}")
                 print(f"{kind} at {label}: {rate:.0f} patterns/s ({note})")

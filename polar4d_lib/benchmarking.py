@@ -219,7 +219,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               only_when_named="simulates 8 realistic specimens per scan step, about 10 min per step on one core",
               takes_profile=False),
     Benchmark("predict_throughput", {
-        "smoke": ("--positions", "24", "--detector-px", "48", "--models", "data/default_model.pt"),
+        "smoke": ("--positions", "16", "--detector-px", "32", "--models", "data/default_model.pt", "--repeats", "1"),
         "default": ("--positions", "96", "--large-positions", "256", "--memory-limit", "2"),
     }),
     Benchmark("symmetry_images", {p: () for p in ("smoke", "default")},
