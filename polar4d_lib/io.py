@@ -22,7 +22,7 @@ import numpy as np
 from polar4d_lib.atomic import atomic_write
 
 
-def _in_memory(data: Any) -> bool:
+def in_memory(data: Any) -> bool:
     """Whether ``data`` is a numpy array held in memory (not a memmap, not a dask array)."""
     return isinstance(data, np.ndarray) and not isinstance(data, np.memmap)
 
@@ -49,7 +49,7 @@ class Scan:
             raise ValueError(
                 f"{self.source or 'scan'} has shape {self.data.shape}; a 4D-STEM scan is 4D (Rx, Ry, Qx, Qy)"
             )
-        if _in_memory(self.data) and not np.isfinite(self.data).all():
+        if in_memory(self.data) and not np.isfinite(self.data).all():
             raise ValueError(f"{self.source or 'scan'} contains NaN or inf; mask or replace bad pixels first")
 
     @property

@@ -34,6 +34,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from polar4d_lib.io import in_memory
+
 #: A lattice counts as seen when the autocorrelation of the dark-field image at one period reaches this
 #: fraction of its value at zero lag (a perfect lattice gives 1, noise ~0).
 MIN_LATTICE_CORRELATION = 0.3
@@ -113,7 +115,7 @@ def row_blocks(data: np.ndarray) -> Iterator[np.ndarray]:
     """``data`` (Rx, ...) as in-memory blocks of whole rows of the first axis, in its own dtype: an
     in-memory array at once, a lazily read one (np.memmap, dask array) about :data:`BLOCK_BYTES` at a time
     (counted as float64); a lazily read block with NaN or inf is a one-line error."""
-    lazy = isinstance(data, np.memmap) or not isinstance(data, np.ndarray)
+    lazy = not in_memory(data)
     n = data.shape[0]
     row = 8 * int(np.prod(data.shape[1:], dtype=np.int64))
     step = max(1, BLOCK_BYTES // max(row, 1)) if lazy else max(n, 1)
@@ -129,15 +131,22 @@ def row_blocks(data: np.ndarray) -> Iterator[np.ndarray]:
 def dark_field_image(data: np.ndarray) -> np.ndarray:
     """A calibration-free virtual dark-field image (Rx, Ry): the intensity in the detector pixels that
     are dark (below 20 % of the maximum) in the scan's mean pattern, i.e. outside the bright-field disk.
-    A lazily read scan is read twice, block by block (:func:`row_blocks`)."""
-    if isinstance(data, np.ndarray) and not isinstance(data, np.memmap):
+    Leading axes of an in-memory array (..., Rx, Ry, Qx, Qy) are separate scans, each with its own mean
+    pattern (:func:`cell_stacks` registers many windows' stacks at once). A lazily read scan is read twice,
+    block by block (:func:`row_blocks`)."""
+    if in_memory(data):
         data = np.asarray(data, dtype=np.float64)
-        mean = data.mean(axis=(0, 1))
-        dark = (mean < 0.2 * mean.max()).astype(np.float64)
-        return np.tensordot(data, dark, axes=([2, 3], [0, 1]))
+        dark = _dark_pixels(data.mean(axis=(-4, -3))).astype(np.float64)
+        return np.einsum("...xyij,...ij->...xy", data, dark)
     mean = sum(block.sum(axis=(0, 1), dtype=np.float64) for block in row_blocks(data)) / (data.shape[0] * data.shape[1])
-    dark = (mean < 0.2 * mean.max()).astype(np.float64)
+    dark = _dark_pixels(mean).astype(np.float64)
     return np.concatenate([np.tensordot(block, dark, axes=([2, 3], [0, 1])) for block in row_blocks(data)])
+
+
+def _dark_pixels(mean: np.ndarray) -> np.ndarray:
+    """The pixels of mean patterns (..., Qx, Qy) below 20 % of each one's brightest (outside the bright-field
+    disk): bool, same shape."""
+    return mean < 0.2 * mean.max(axis=(-2, -1), keepdims=True)
 
 
 def _autocorrelation(image: np.ndarray) -> np.ndarray:
@@ -234,10 +243,8 @@ def cell_stacks(data: np.ndarray, starts_x: np.ndarray, starts_y: np.ndarray, wi
     for k in range(ny):
         sums[:, :, :, part[1][k]] += rows[:, :, sy + k]
     grid = sums.transpose(0, 2, 1, 3, 4, 5) / np.multiply.outer(counts[0], counts[1])[:, :, None, None]
-    # registration: the part with the most intensity in the stack's dark field first (dark_field_image per stack)
-    mean = grid.mean(axis=(2, 3))  # (Dx, Dy, Qx, Qy)
-    dark = mean < 0.2 * mean.max(axis=(-2, -1), keepdims=True)
-    brightest = (grid * dark[:, :, None, None]).sum(axis=(-2, -1)).reshape(len(sx), len(sy), -1).argmax(axis=-1)
+    # registration: the part with the most intensity in each stack's dark field first
+    brightest = dark_field_image(grid).reshape(len(sx), len(sy), -1).argmax(axis=-1)
     ix, iy = np.divmod(brightest, bins)
     a = (np.arange(bins)[None, None, :] + ix[..., None]) % bins  # (Dx, Dy, bins)
     b = (np.arange(bins)[None, None, :] + iy[..., None]) % bins
