@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
@@ -93,7 +93,7 @@ class Decisions:
     size_x: int
 
 
-def decide_chunk(model: Any, rows_of: Any, decisions: Decisions, first: int, stop: int
+def decide_chunk(model: Any, rows_of: Callable[[int, int], np.ndarray], decisions: Decisions, first: int, stop: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The model's probabilities (n, Dy, 8), classes (n, Dy) and angles (n, Dy) for decision rows ``first`` …
     ``stop`` − 1: the scan rows their windows cover, read by ``rows_of(lo, hi)`` (:meth:`Scan.rows`), rotated
