@@ -272,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("default-model", help="train the candidates, keep the most robust on realistic scans, write a model card")
     dm.add_argument("--data", default=None, help="a dataset (.zarr) from polar4d simulate (the robust profile's)")
-    dm.add_argument("--profile", choices=[p for p in profiles.names() if profiles.section(p, "default_model")], default="robust")
+    dm.add_argument("--profile", choices=[p for p in profiles.names() if profiles.has_section(p, "default_model")], default="robust")
     dm.add_argument("--seed", type=int, default=888)
     dm.add_argument("--candidates", nargs="+", default=None, metavar="KIND",
                     help="kinds to train and compare (default: default_model.candidates_for the profile: "

@@ -54,6 +54,12 @@ def names() -> tuple[str, ...]:
     return tuple(_profiles())
 
 
+def has_section(profile: str, name: str) -> bool:
+    """Whether ``profile`` sets section ``name``, without validating its keys (which imports the section's
+    settings class: the command line's choices must not pull in torch and abTEM)."""
+    return bool((_profiles().get(profile) or {}).get(name))
+
+
 def _known_keys(name: str) -> set[str]:
     spec = SECTIONS[name]
     if isinstance(spec, tuple):

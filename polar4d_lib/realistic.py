@@ -24,7 +24,6 @@ import numpy as np
 from polar4d_lib import cache, config, conventions, pacbed
 from polar4d_lib.acquisition import Acquisition
 from polar4d_lib.io import Scan
-from polar4d_lib.predict import predict_scan
 from polar4d_lib.simulation import ProbeSettings, SimulationSettings, region_grid_positions, scan_4d
 from polar4d_lib.structure import knn_supercell
 
@@ -262,6 +261,8 @@ def realistic_scans(ranges: RealisticRanges, cache_dir: str | Path | None = None
 def score_scans(model: Any, scans: list[RealisticScan], window_px: int | None = None) -> list[dict[str, Any]]:
     """Per scan: share of patterns predicted as its class, majority class (and whether it is right),
     the averaging window used — exactly what ``polar4d predict`` would map."""
+    from polar4d_lib.predict import predict_scan  # torch: imported only when scans are scored
+
     rows = []
     for item in scans:
         prediction = predict_scan(model, item.scan, window_px=window_px)

@@ -20,25 +20,37 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+import functools
+from typing import TYPE_CHECKING, Callable
 
-import abtem
 import ase
 import numpy as np
 
 from polar4d_lib import detector as detector_module
 from polar4d_lib.structure import THERMAL_SIGMAS_A, tilt_specimen
 
+if TYPE_CHECKING:
+    import abtem
+
 # FFTW_MEASURE (abTEM's default) times candidate FFT plans at run time and may pick a different one each
 # run, which changes the last bits of every pattern; FFTW_ESTIMATE plans deterministically, at the same
 # speed here, so the same seed gives the same patterns bit for bit.
-abtem.config.set({"diagnostics.progress_bar": False, "fftw.planning_effort": "FFTW_ESTIMATE"})
 FFT_PLANNING = "FFTW_ESTIMATE"
+
+
+@functools.cache
+def _abtem():
+    """abTEM, configured (no bars, deterministic FFT plans): imported on first use (about 3 s), so that
+    modules which only read these settings (the command line, a chapter reading results) start quickly."""
+    import abtem
+
+    abtem.config.set({"diagnostics.progress_bar": False, "fftw.planning_effort": FFT_PLANNING})
+    return abtem
 
 
 def wavelength_A(energy_kev: float) -> float:
     """Relativistic electron wavelength (Å) at ``energy_kev``."""
-    return float(abtem.core.energy.energy2wavelength(energy_kev * 1e3))
+    return float(_abtem().core.energy.energy2wavelength(energy_kev * 1e3))
 
 
 @dataclass(frozen=True)
@@ -69,13 +81,13 @@ class ProbeSettings:
         }
 
     def ctf(self) -> abtem.CTF:
-        return abtem.CTF(
+        return _abtem().CTF(
             semiangle_cutoff=self.semiangle_mrad, energy=self.energy_kev * 1e3,
             aberration_coefficients=self.aberrations(),
         )
 
     def probe(self) -> abtem.Probe:
-        return abtem.Probe(
+        return _abtem().Probe(
             energy=self.energy_kev * 1e3, semiangle_cutoff=self.semiangle_mrad, aberrations=self.aberrations()
         )
 
@@ -154,7 +166,7 @@ def build_potential(
     per_cell = int(round(a_A / potential_sampling_A(a_A, energy_kev, settings.max_angle_mrad)))
     cells = np.round(np.asarray(atoms.cell.lengths()) / a_A).astype(int)
     n_slices = int(cells[2] * settings.slices_per_cell)
-    return abtem.Potential(
+    return _abtem().Potential(
         atoms,
         gpts=(int(cells[0] * per_cell), int(cells[1] * per_cell)),
         # Explicit slices: dividing the depth by a float thickness can leave a sliver of a slice.
@@ -172,7 +184,7 @@ def phonon_configurations(atoms: ase.Atoms, settings: SimulationSettings, seed: 
         return [atoms]
     seeds = np.random.SeedSequence(seed).generate_state(settings.phonon_configs)
     return [
-        abtem.FrozenPhonons(atoms, 1, sigmas=settings.phonon_sigmas_A, seed=int(s)).randomize(atoms) for s in seeds
+        _abtem().FrozenPhonons(atoms, 1, sigmas=settings.phonon_sigmas_A, seed=int(s)).randomize(atoms) for s in seeds
     ]
 
 
@@ -187,7 +199,7 @@ def _record(measurement: abtem.array.ArrayObject, geometry: detector_module.Dete
 
 def _detector(settings: SimulationSettings, probe: ProbeSettings) -> abtem.PixelatedDetector:
     field_mrad = settings.q_sampling_mrad * max(settings.detector_shape) / 2.0
-    return abtem.PixelatedDetector(max_angle=min(field_mrad + 2 * settings.q_sampling_mrad, settings.max_angle_mrad))
+    return _abtem().PixelatedDetector(max_angle=min(field_mrad + 2 * settings.q_sampling_mrad, settings.max_angle_mrad))
 
 
 def multislice_patterns(
@@ -206,7 +218,7 @@ def multislice_patterns(
     if thicknesses_nm is not None:
         step, planes, _ = exit_planes_for(thicknesses_nm, a_A, settings.slices_per_cell)
     specimen = tilt_specimen(atoms, tilt_mrad)
-    scan = abtem.CustomScan(np.asarray(positions_A, dtype=float))
+    scan = _abtem().CustomScan(np.asarray(positions_A, dtype=float))
     total = None
     configs = phonon_configurations(specimen, settings, seed)
     for config in configs:
@@ -249,14 +261,14 @@ class PrismSpecimen:
         self._smatrices = []
         for config in phonon_configurations(tilt_specimen(atoms, tilt_mrad), settings, seed):
             potential = build_potential(config, settings, energy_kev, a_A, step)
-            smatrix = abtem.SMatrix(
+            smatrix = _abtem().SMatrix(
                 potential=potential, energy=energy_kev * 1e3,
                 semiangle_cutoff=semiangle_mrad + cutoff_margin_mrad, interpolation=1, downsample=False,
             )
             # One dask chunk for the whole S-matrix (it is computed into memory anyway): abTEM 1.0.11 fails
             # to join an S-matrix with several exit planes that spans more than one chunk ("could not
             # broadcast (planes, waves, nx, ny) into (planes, waves, nx)"), e.g. 6 × 6 cells, 3 planes.
-            with abtem.config.set({"dask.chunk-size": SMATRIX_CHUNK}):
+            with _abtem().config.set({"dask.chunk-size": SMATRIX_CHUNK}):
                 self._smatrices.append(smatrix.build().compute())
 
     @property
@@ -272,7 +284,7 @@ class PrismSpecimen:
                 f"({self.energy_kev} keV, ≤ {self.semiangle_mrad} mrad); build one for that probe"
             )
         positions_A = np.asarray(positions_A, dtype=float).reshape(-1, 2)
-        scan = abtem.CustomScan(positions_A)
+        scan = _abtem().CustomScan(positions_A)
         detector = _detector(self.settings, probe)
         total = None
         for smatrix in self._smatrices:
