@@ -225,7 +225,9 @@ def pooled_cases(column, name, kind, dose=None, count=None):
 
 
 def auc(y, s):
-    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
+    """ROC AUC of score ``s`` for truth ``y``; None where it is undefined: one class only, or a score that is the
+    same for every case (it ranks nothing, and its 0.5 must not win a choice of the best score)."""
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) and np.ptp(s) > 0 else None
 
 
 roc_auc = {name: {column: {kind: auc(*pooled_cases(column, name, kind)) for kind in TARGETS}
