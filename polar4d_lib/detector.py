@@ -152,7 +152,12 @@ def resample(
     dtype = np.float32 if p.dtype == np.float32 else np.float64
     wx = overlap_matrix(nx_in, s_in, cx_in, nx_out, s_out, cx_out).astype(dtype)
     wy = overlap_matrix(ny_in, s_in, cy_in, ny_out, s_out, cy_out).astype(dtype)
-    return np.ascontiguousarray((wx @ p.astype(dtype, copy=False)) @ wy.T)
+    # Two large products over all patterns at once (not one small one per pattern): Qy first, then Qx.
+    flat = p.astype(dtype, copy=False).reshape(-1, nx_in, ny_in)
+    n = len(flat)
+    rows = (flat.reshape(n * nx_in, ny_in) @ wy.T).reshape(n, nx_in, ny_out)
+    out = np.ascontiguousarray(rows.transpose(0, 2, 1)).reshape(n * ny_out, nx_in) @ wx.T  # (n·ny_out, nx_out)
+    return np.ascontiguousarray(out.reshape(n, ny_out, nx_out).transpose(0, 2, 1)).reshape(*p.shape[:-2], nx_out, ny_out)
 
 
 def center_of_mass_mrad(patterns: np.ndarray, sampling_mrad: float, center_px: Center | None = None) -> np.ndarray:

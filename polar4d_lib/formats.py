@@ -363,14 +363,43 @@ class NpyRows:
         self.path = str(path)
         header = np.load(self.path, mmap_mode="r", allow_pickle=False)
         self.shape, self.dtype, self.ndim = header.shape, header.dtype, header.ndim
+        # where the data start, for reading whole rows with one read() (C order only)
+        self._offset = header.offset if header.flags.c_contiguous else None
         del header
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        rows = self._whole_rows(key)
+        if rows is not None:
+            return self._read_rows(*rows)
         mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
         try:
             return np.array(mapped[key])
         finally:
             del mapped
+
+    def _whole_rows(self, key: Any) -> tuple[int, int] | None:
+        """(first, stop) where ``key`` asks for whole rows first:stop of a C-ordered file, else None."""
+        key = key if isinstance(key, tuple) else (key,)
+        if self._offset is None or len(key) > self.ndim or not all(isinstance(k, slice) for k in key):
+            return None
+        first, stop, step = key[0].indices(self.shape[0])
+        full = all(k.indices(n) == (0, n, 1) for k, n in zip(key[1:], self.shape[1:]))
+        return (first, max(first, stop)) if step == 1 and full else None
+
+    def _read_rows(self, first: int, stop: int) -> np.ndarray:
+        """Rows first:stop read straight into a new array (one copy, no page faults of a memory map)."""
+        out = np.empty((stop - first,) + tuple(self.shape[1:]), dtype=self.dtype)
+        row_bytes = out[:1].nbytes if len(out) else 0
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        with open(self.path, "rb") as f:
+            f.seek(self._offset + first * row_bytes)
+            done = 0
+            while done < len(view):
+                n = f.readinto(view[done:])
+                if not n:
+                    raise ValueError(f"{self.path} ends before row {stop}: the file is truncated; write it again")
+                done += n
+        return out
 
 
 #: Rows of a ``.npy`` per dask chunk: each chunk is one read (:class:`NpyRows`).

@@ -45,6 +45,8 @@ DISK_LEVEL = 0.2
 SEARCH_MARGIN_PX = 8
 #: Patterns handled at once by :meth:`Preprocessor.transform` (bounds the temporary memory).
 CHUNK = 2048
+#: Resampled canvases a 'dataset'-centred transform keeps rather than resampling twice (bytes).
+KEPT_CANVAS_BYTES = 2**28
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -304,16 +306,22 @@ class Preprocessor:
         if len(p) == 0:
             raise ValueError("no patterns given (N = 0); pass at least one pattern")
         chunks = [slice(i, i + CHUNK) for i in range(0, len(p), CHUNK)]
-        canvas = lambda s: resample_to(p[s].astype(np.float32), sampling, self.sampling_mrad)  # noqa: E731
-        shared = None
-        if self.center == "dataset":
-            total = sum(self._centers(canvas(s), "bright").sum(axis=0) for s in chunks)
-            shared = total / len(p)
+        canvas = lambda s: resample_to(p[s].astype(np.float32, copy=False), sampling, self.sampling_mrad)  # noqa: E731
         out = np.empty((len(p), self.size, self.size), dtype=np.float32)
-        for s in chunks:
-            c = canvas(s)
-            centers = shared if shared is not None else self._centers(c)
-            out[s] = normalize(crop(c, centers, self.size), self.normalize)
+        if self.center != "dataset":
+            for s in chunks:
+                c = canvas(s)
+                out[s] = normalize(crop(c, self._centers(c), self.size), self.normalize)
+            return out
+        # one centre for all: the canvases are kept until it is known (a prediction's row group: one
+        # resampling instead of two) unless they would take more than KEPT_CANVAS_BYTES (a training set)
+        side = canvas_shape(p.shape[-2:], sampling, self.sampling_mrad)
+        keep = len(p) * side[0] * side[1] * 4 <= KEPT_CANVAS_BYTES
+        canvases = [canvas(s) for s in chunks] if keep else None
+        shared = sum(self._centers(canvases[i] if keep else canvas(s), "bright").sum(axis=0)
+                     for i, s in enumerate(chunks)) / len(p)
+        for i, s in enumerate(chunks):
+            out[s] = normalize(crop(canvases[i] if keep else canvas(s), shared, self.size), self.normalize)
         return out
 
     def _centers(self, canvas: np.ndarray, how: str | None = None) -> np.ndarray:

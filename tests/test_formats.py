@@ -64,6 +64,23 @@ def test_npy_is_read_a_block_at_a_time(tmp_path, monkeypatch):
     assert (scan.q_sampling_mrad, scan.scan_step_A) == (1.5, 0.8)
 
 
+def test_npy_rows_read_whole_rows_directly_and_any_other_slice_through_a_map(tmp_path):
+    expected = cube(dtype=np.float32)
+    np.save(tmp_path / "s.npy", expected)
+    rows = formats.NpyRows(tmp_path / "s.npy")
+    full = tuple(slice(0, n) for n in expected.shape[1:])
+    assert rows._whole_rows((slice(1, 3),) + full) == (1, 3)
+    for key in [(slice(1, 3),) + full, slice(1, 3), (slice(0, 99),), (slice(1, 4, 2),), (slice(0, 2), slice(1, 3)), 2]:
+        np.testing.assert_array_equal(rows[key], expected[key])
+    assert rows._whole_rows((slice(1, 4, 2),)) is None and rows._whole_rows((slice(0, 2), slice(1, 3))) is None
+    np.save(tmp_path / "f.npy", np.asfortranarray(expected))  # Fortran order: every read goes through the map
+    np.testing.assert_array_equal(formats.NpyRows(tmp_path / "f.npy")[1:3], expected[1:3])
+    data = (tmp_path / "s.npy").read_bytes()
+    (tmp_path / "s.npy").write_bytes(data[:-10])  # cut short after it was opened (its header says the full shape)
+    with pytest.raises(ValueError, match="truncated"):
+        rows[expected.shape[0] - 1:]
+
+
 def test_py4dstem_emd1_is_read_lazily_with_its_calibration(tmp_path):
     import py4DSTEM
 
