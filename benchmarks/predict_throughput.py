@@ -10,7 +10,10 @@ A synthetic scan (a lattice of 8 positions per KNN cell, a bright disk on a ``--
   averages, probabilities to classes and angles, the irregularity map), at a/8 and, for a model that folds
   cells, at a/4 (a decision per position there, a part of a cell apart at a/8);
 - where that time goes, from a profile of the same call (:mod:`cProfile`): reading, resampling, folding,
-  the network's inputs, the network's passes, the irregularity map, the rest.
+  the network's inputs, the network's passes, the irregularity map, the rest;
+- for a network, its work per image (FLOP, counted by :class:`torch.utils.flop_counter.FlopCounterMode`), its
+  images per second on the prediction path, and the ceiling these set: images per second over the images
+  each decision averages (16 for the shipped model), times the patterns per decision at that step.
 
 Then, with ``--large-positions`` > 0, the command ``polar4d predict`` on a scan of that many positions per
 side (larger than ``--memory-limit`` on disk) in a subprocess: its wall time and peak resident memory.
@@ -99,6 +102,38 @@ def measure(model_path: Path, scan_path: Path, step_A: float, repeats: int = 2) 
     return n / best, {k: v / total for k, v in stages.items()}, prediction.metadata
 
 
+def network_rate(model) -> tuple[float, float, int] | None:
+    """For a network model: (GFLOP per image, images per second of its prediction path — channels-last
+    batches of ``PREDICT_BATCH`` under inference mode —, images per decision: 1, or the symmetric images
+    ``d4_average`` averages over); None for a model without a network. The network's ceiling in decisions per
+    second is the rate over the images per decision, whatever the rest of ``predict`` costs."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from polar4d_lib import training
+    from polar4d_lib.models.neural import PREDICT_BATCH
+
+    network = getattr(model, "network", None)
+    if network is None:
+        return None
+    channels = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    size = model.preprocessor.size
+    x = torch.randn(PREDICT_BATCH * 8, channels, size, size)
+    images = sum(1 for _ in model._symmetric_images(x[:1])) if model.d4_average else 1
+    network = network.eval().to(memory_format=torch.channels_last)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        network(x[:1])
+    with torch.inference_mode():
+        training.forward_batches(network, x, PREDICT_BATCH, channels_last=True)  # warm-up
+        best = np.inf
+        for _ in range(3):  # the best of three, as the maps' rates are the best of their repeats
+            start = time.perf_counter()
+            training.forward_batches(network, x, PREDICT_BATCH, channels_last=True)
+            best = min(best, time.perf_counter() - start)
+        rate = len(x) / best
+    return counter.get_total_flops() / 1e9, rate, images
+
+
 def large_scan(scan_path: Path, out: Path, memory_limit_gb: float, step_A: float) -> tuple[float, float]:
     """Wall time (s) and peak resident memory (GB) of ``polar4d predict`` on ``scan_path`` in a subprocess,
     its memory sampled every 20 ms (the kernel's own peak of a child counts the pages it shared with this
@@ -148,8 +183,27 @@ def main() -> int:
             steps = [("a/8", a8)]
             if kind == "cnn-stack":
                 steps.append(("a/4", a4))
+            ceiling = network_rate(load_model(path))
+            if ceiling is not None:
+                gflop, images_per_s, images = ceiling
+                print(f"{kind} network: {gflop * 1e3:.2f} MFLOP per image, {images_per_s:.0f} images/s "
+                      f"({gflop * images_per_s:.0f} GFLOP/s), {images} images per decision")
+                figures += [
+                    benchmarking.figure(f"{kind} network: work per image", gflop * 1e3, "MFLOP"),
+                    benchmarking.figure(f"{kind} network: images per second", images_per_s, "images/s",
+                                        f"{gflop * images_per_s:.0f} GFLOP/s; batches of 256, channels-last, inference mode"),
+                    benchmarking.figure(f"{kind} network: images per decision", images, "images",
+                                        "the symmetric images its prediction averages over"),
+                ]
             for label, step in steps:
                 rate, stages, metadata = measure(path, scan_path, step, args.repeats)
+                if ceiling is not None:
+                    per_decision = args.positions**2 / (metadata["decisions"][0] * metadata["decisions"][1])
+                    limit = ceiling[1] / ceiling[2] * per_decision
+                    print(f"  the network alone allows at most {limit:.0f} patterns/s here")
+                    figures.append(benchmarking.figure(
+                        f"{kind} at {label}: the network's ceiling", limit, "patterns/s",
+                        f"images per second over images per decision, times {per_decision:.1f} patterns per decision"))
                 note = (f"{args.positions}² positions of {args.detector_px}² px at {label} from a .npy read a block at a time; "
                         f"{metadata['decisions'][0]}×{metadata['decisions'][1]} decisions, window {metadata['average_window_px']}")
                 print(f"{kind} at {label}: {rate:.0f} patterns/s ({note})")
