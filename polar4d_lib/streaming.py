@@ -90,7 +90,8 @@ def chunks(starts: np.ndarray, window: int, size: int, row_bytes: int, per_group
            memory_limit_gb: float | None) -> list[tuple[int, int]]:
     """Chunks [first, stop) of decision rows, each whole row groups of ``per_group`` rows, as many as fit
     ``budget_bytes`` of working memory (:data:`WORKING_COPIES` × the scan rows they read, ``row_bytes``
-    each); a one-line error where one row group does not fit ``memory_limit_gb``."""
+    each); a one-line error where one row group does not fit ``memory_limit_gb``. Without a limit the budget is
+    a target: a row group larger than it is a chunk of its own (a notebook's in-memory scan of large patterns)."""
     groups = [(g, min(g + per_group, len(starts))) for g in range(0, len(starts), per_group)]
 
     def need(first: int, stop: int) -> int:
@@ -99,11 +100,7 @@ def chunks(starts: np.ndarray, window: int, size: int, row_bytes: int, per_group
 
     out: list[tuple[int, int]] = []
     for first, stop in groups:
-        if need(first, stop) > budget_bytes:
-            if memory_limit_gb is None:
-                raise ValueError(f"one row of decisions needs {need(first, stop) / 1e9:.2f} GB of working memory, more "
-                                 f"than the {budget_bytes / 1e9:.2f} GB a map takes without a limit; give memory_limit_gb "
-                                 "(polar4d predict --memory-limit)")
+        if need(first, stop) > budget_bytes and memory_limit_gb is not None:
             raise ValueError(f"--memory-limit {memory_limit_gb:g} GB leaves {budget_bytes / 1e9:.2f} GB for the scan, but one "
                              f"row of decisions needs {need(first, stop) / 1e9:.2f} GB; raise --memory-limit to at least "
                              f"{memory_limit_gb + (need(first, stop) - budget_bytes) / 1e9 + 0.05:.1f} GB")

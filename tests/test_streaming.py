@@ -100,12 +100,16 @@ def test_a_chunked_map_of_a_lazily_read_file_equals_the_whole_scan_map_exactly(t
 def test_a_scan_that_leaves_no_room_for_one_row_of_decisions_is_refused_with_the_limit_it_needs(monkeypatch):
     model = load_model(SHIPPED)
     scan = Scan(_periodic_scan(16, 16), q_sampling_mrad=1.5, scan_step_A=conventions.A_A / 8)
+    whole = predict_scan(model, scan)
     monkeypatch.setattr(streaming, "resident_bytes", lambda: 2 * 10**9 - 1000)
     with pytest.raises(ValueError, match=r"--memory-limit 2 GB leaves 0.00 GB for the scan, .* raise --memory-limit to at least"):
         predict_scan(model, scan, memory_limit_gb=2.0)
-    monkeypatch.setattr(streaming, "DEFAULT_WORKING_BYTES", 1000)  # no limit: a fixed working memory for the rows
-    with pytest.raises(ValueError, match=r"one row of decisions needs .* GB of working memory, .* give memory_limit_gb"):
-        predict_scan(model, scan)
+    # without a limit the working memory is a target, not a refusal: a library call on a scan of large
+    # patterns maps it a row group at a time, with the same maps
+    monkeypatch.setattr(streaming, "DEFAULT_WORKING_BYTES", 1000)
+    small = predict_scan(model, scan)
+    np.testing.assert_array_equal(small.probabilities, whole.probabilities)
+    np.testing.assert_array_equal(small.class_map, whole.class_map)
 
 
 def test_nan_in_a_lazily_read_block_is_named_with_its_rows(tmp_path):
