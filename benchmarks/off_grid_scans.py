@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 from polar4d_lib import realistic
 from polar4d_lib.cli import default_model_path
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=2031)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where off_grid_scans.json is written")
+    parser.add_argument("--card", default=None, metavar="MODEL_CARD.json",
+                        help="also write the figures into this model card's section on steps that do not divide the "
+                             "cell (its .json and the .md beside it; the card of --model)")
     args = parser.parse_args(argv)
     figures = []
     path = args.model or default_model_path()
@@ -60,10 +64,11 @@ def main(argv: list[str] | None = None) -> None:
         list(pool.map(realistic.simulate_realistic, specs))
     print(f"{model.kind} ({path}) on realistic scans off its training steps: {args.thicknesses} nm, seed {args.seed}, "
           f"disorder seeds {list(all_ranges[0].disorder_seeds)}, random raster origins")
-    rows = []
+    rows, per_step = [], []
     for ranges in all_ranges:
         scored = realistic.score_scans(model, realistic.realistic_scans(ranges))
         s = realistic.summary(scored)
+        per_step.append({"step_A": ranges.step_A, **s})
         print(f"step {ranges.step_A:.3g} Å (a/{realistic.RealisticScanSpec.a_A / ranges.step_A:.2f}), {s['scans']} scans: "
               f"{100 * s['mean_share_correct']:.1f} % of patterns right, worst scan {100 * s['min_share_correct']:.1f} %, "
               f"majority right on {100 * s['majority_correct']:.0f} %")
@@ -86,6 +91,23 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed, "disorder_seeds": list(all_ranges[0].disorder_seeds)},
         title="Off-grid scan steps: realistic scans at steps that do not divide the cell", results_dir=args.results_dir)
     print(f"recorded {recorded}")
+    if args.card:
+        write_card(Path(args.card), per_step, args, argv)
+
+
+def write_card(card: Path, per_step: list[dict], args: argparse.Namespace, argv: list[str] | None) -> None:
+    """The card's ``off_grid`` section: these steps' summaries, the command and the commit that measured them."""
+    import shlex
+    import sys
+
+    from polar4d_lib import benchmarking, model_card
+
+    numbers = model_card.read(card)
+    command = "python benchmarks/off_grid_scans.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    numbers["off_grid"] = {"steps": per_step, "thicknesses_nm": list(args.thicknesses), "seed": args.seed,
+                           "measured_by": f"`{command}`", "commit": benchmarking.commit()}
+    model_card.write(numbers, card.with_suffix(".md"))
+    print(f"wrote the off-grid section of {card.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -247,6 +247,23 @@ def test_the_shipped_card_regenerates_from_its_numbers_byte_for_byte():
     assert model_card.markdown(model_card.read(card)).encode("utf-8") == card.read_bytes()
 
 
+def test_the_card_reports_every_off_grid_step_and_where_the_aim_is_missed():
+    from polar4d_lib import model_card
+
+    numbers = model_card.read(ROOT / "data" / "MODEL_CARD.md")
+    steps = [{"step_A": 0.4, "scans": 16, "mean_share_correct": 0.981, "min_share_correct": 0.729, "majority_correct": 1.0},
+             {"step_A": 0.75, "scans": 16, "mean_share_correct": 0.838, "min_share_correct": 0.0, "majority_correct": 0.9375}]
+    numbers["off_grid"] = {"steps": steps, "thicknesses_nm": [20.0, 40.0], "seed": 2031,
+                           "measured_by": "`python benchmarks/off_grid_scans.py`", "commit": "abc1234"}
+    card = model_card.markdown(numbers)
+    assert "| 0.4 Å | 9.9 | 16 | 98.1 % | 72.9 % | 100.0 % |" in card
+    assert "| 0.75 Å | 5.3 | 16 | 83.8 % | 0.0 % | 93.8 % |" in card
+    assert "not met at 0.75 Å." in card and "at commit abc1234" in card
+    assert "fewer than 4 positions per cell (steps coarser than a/4, 0.99 Å) are refused" in card
+    numbers["off_grid"]["steps"] = steps[:1]
+    assert "95.0 % of patterns at every step: met." in model_card.markdown(numbers)
+
+
 def _smoke_scans_at_a4() -> list:
     """The smoke realistic scans at a/4 (2 × 2 cells, 8 × 8 positions): the shipped stack model folds a cell
     into 4 × 4 parts and refuses coarser steps."""
