@@ -29,8 +29,10 @@ scan step; the class map keeps the scan's pixels, its resolution becomes the win
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Iterator, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -128,6 +130,34 @@ def row_blocks(data: np.ndarray) -> Iterator[np.ndarray]:
         yield block
 
 
+#: Scan-wide statistics of the last few lazily read scans (id → (the array, its value)), so that a file is
+#: read once for each however many callers ask (the window, the cell period, the coarse-step warning).
+_LAZY_STATISTICS: OrderedDict[tuple[str, int], tuple[Any, Any]] = OrderedDict()
+LAZY_STATISTICS_KEPT = 8
+
+
+def once_per_lazy_scan(statistic: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``statistic(data)`` computed once per lazily read scan (a dask array or memory map: a pass over its
+    file, which does not change under it) and remembered for the last :data:`LAZY_STATISTICS_KEPT`; an
+    in-memory array is computed every time (remembering it would keep the array alive)."""
+
+    @functools.wraps(statistic)
+    def remembered(data: Any) -> Any:
+        if in_memory(data):
+            return statistic(data)
+        key = (statistic.__name__, id(data))
+        if key in _LAZY_STATISTICS and _LAZY_STATISTICS[key][0] is data:
+            _LAZY_STATISTICS.move_to_end(key)
+            return _LAZY_STATISTICS[key][1]
+        value = statistic(data)
+        _LAZY_STATISTICS[key] = (data, value)
+        while len(_LAZY_STATISTICS) > LAZY_STATISTICS_KEPT:
+            _LAZY_STATISTICS.popitem(last=False)
+        return value
+
+    return remembered
+
+
 def dark_field_image(data: np.ndarray) -> np.ndarray:
     """A calibration-free virtual dark-field image (Rx, Ry): the intensity in the detector pixels that
     are dark (below 20 % of the maximum) in the scan's mean pattern, i.e. outside the bright-field disk.
@@ -160,6 +190,7 @@ def _autocorrelation(image: np.ndarray) -> np.ndarray:
     return acf / acf[0, 0] if acf[0, 0] > 0 else np.zeros_like(acf)
 
 
+@once_per_lazy_scan
 def lattice_period_px(data: np.ndarray) -> float | None:
     """The lattice period of a scan in probe positions (mean over x and y), or None where no lattice
     shows: the first lag (≥ 2 positions, ≤ half the scan) at which the autocorrelation of
@@ -271,6 +302,7 @@ def resampled_raster(raster: np.ndarray, period_px: float, origin: Sequence[floa
     return raster[np.ix_(nearest[0], nearest[1])]
 
 
+@once_per_lazy_scan
 def dose_per_pattern(data: np.ndarray) -> float | None:
     """Mean electrons per pattern of a scan (..., Qx, Qy) recorded in counts: the mean pattern sum. None
     where the patterns sum to at most 1 (fractions of the incident beam: a noise-free simulation). A

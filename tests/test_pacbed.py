@@ -330,3 +330,22 @@ def test_cell_stack_refuses_what_it_cannot_fold():
         pacbed.cell_stack(lattice_scan(2, 8, 4), 4)
     with pytest.raises(ValueError, match="4D scan window"):
         pacbed.cell_stack(lattice_scan(8, 8, 4)[0], 4)
+
+
+def test_a_lazily_read_scan_is_read_once_for_each_scan_wide_statistic(tmp_path, monkeypatch):
+    from polar4d_lib import formats
+
+    data = lattice_scan(24, 24, 5) * 1000
+    np.save(tmp_path / "s.npy", data.astype(np.float32))
+    reads = []
+    original = formats.NpyRows.__getitem__
+    monkeypatch.setattr(formats.NpyRows, "__getitem__", lambda self, key: reads.append(key) or original(self, key))
+    scan = io.read_scan(tmp_path / "s.npy", q_sampling_mrad=1.0)
+    period, dose = pacbed.lattice_period_px(scan.data), pacbed.dose_per_pattern(scan.data)
+    first = len(reads)
+    assert first > 0 and period == pytest.approx(5, abs=0.1) and dose == pytest.approx(data.sum((2, 3)).mean(), rel=1e-6)
+    assert (pacbed.lattice_period_px(scan.data), pacbed.dose_per_pattern(scan.data)) == (period, dose)
+    assert len(reads) == first  # remembered: the file is not read again
+    again = io.read_scan(tmp_path / "s.npy", q_sampling_mrad=1.0)  # another scan object: read anew
+    assert pacbed.lattice_period_px(again.data) == period and len(reads) > first
+    assert pacbed.lattice_period_px(data) == period and not any(v[0] is data for v in pacbed._LAZY_STATISTICS.values())
