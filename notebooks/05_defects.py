@@ -248,10 +248,10 @@ fig = Figure(figsize=(3.2 * len(TARGETS) + 0.4, 3.4), layout="constrained")
 axes = np.atleast_1d(fig.subplots(1, len(TARGETS)))
 for ax, kind in zip(axes, TARGETS):
     for column in fitted:
-        y, s = pooled_cases(column, best_score[kind][column], kind)
-        if 0 < y.sum() < len(y):
-            fpr, tpr, _ = roc_curve(y, s)
-            ax.plot(fpr, tpr, label=f"{column} ({roc_auc[best_score[kind][column]][column][kind]:.2f})")
+        value = roc_auc[best_score[kind][column]][column][kind]
+        if value is not None:  # None: no score of this model ranks these cases (one class, or all constant)
+            fpr, tpr, _ = roc_curve(*pooled_cases(column, best_score[kind][column], kind))
+            ax.plot(fpr, tpr, label=f"{column} ({value:.2f})")
     ax.plot([0, 1], [0, 1], color="grey", linewidth=0.6)
     ax.set_xlabel("false-positive rate", fontsize=8)
     ax.set_ylabel("true-positive rate", fontsize=8)
