@@ -140,12 +140,25 @@ def record(name: str, figures: Iterable[Mapping[str, Any]], profile: str, parame
         "date": date or utc_now(),
         "commit": commit() if commit_hash is True else (commit_hash or None),
         "profile": str(profile),
-        "parameters": dict(parameters),
+        "parameters": {key: in_repository(value) for key, value in parameters.items()},
         "figures": _check_figures(figures),
     }
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     path = Path(results_dir if results_dir is not None else RESULTS_DIR) / f"{name}.json"
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def in_repository(value: Any) -> Any:
+    """A parameter as a record shows it: a path inside the repository (a string starting with :data:`ROOT`)
+    relative to it, so that the published pages name no folder of the measuring machine; anything else
+    as it is (lists and mappings item by item)."""
+    if isinstance(value, str) and Path(value).is_absolute() and Path(value).resolve().is_relative_to(ROOT):
+        return str(Path(value).resolve().relative_to(ROOT)) or "."
+    if isinstance(value, (list, tuple)):
+        return [in_repository(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: in_repository(v) for k, v in value.items()}
+    return value
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:

@@ -50,6 +50,17 @@ def test_record_writes_the_schema(tmp_path):
     assert data["machine"]["cores"] >= 1 and data["machine"]["memory_gib"] > 0
 
 
+def test_record_names_paths_inside_the_repository_relative_to_it(tmp_path):
+    from polar4d_lib.benchmarking import ROOT
+
+    path = record("paths", [figure("n", 1, "patterns")], "smoke",
+                  {"model": str(ROOT / "data" / "default_model.pt"), "repo": str(ROOT), "scratch": str(tmp_path),
+                   "models": [str(ROOT / "results" / "m.npz"), "data/x.pt"], "n": 2}, results_dir=tmp_path)
+    assert json.loads(path.read_text())["parameters"] == {
+        "model": "data/default_model.pt", "repo": ".", "scratch": str(tmp_path), "models": ["results/m.npz", "data/x.pt"],
+        "n": 2}
+
+
 def test_record_of_a_past_measurement_keeps_its_date_commit_and_machine(tmp_path):
     path = record("old", [figure("main job", 2828, "s")], "default", {"recorded_from": "README at commit 13b0d65"},
                   results_dir=tmp_path, date="2026-12-07", commit_hash="834075d",
