@@ -374,14 +374,17 @@ display(periodic_table.pivot_table(index=["model"], columns=["target"], values="
 # ## 7. The score `polar4d predict` writes
 
 # %% tags=["remove-input"]
-mean_auc = {name: np.mean([v for v in roc_auc[name].get(SHIPPED, {}).values() if v is not None] or [np.nan])
+# A score that is the same for every case of a target (AUC None) knows nothing there: it counts 0.5 in the mean,
+# not nothing (left out, a score constant on the vacancies would be judged on the walls alone).
+mean_auc = {name: np.mean([0.5 if v is None else v for v in roc_auc[name].get(SHIPPED, {}).values()] or [np.nan])
             for name in irregularity.SCORES}
 chosen = (max(irregularity.SCORES, key=lambda n: (np.nan_to_num(mean_auc[n], nan=-1), n == irregularity.DEFAULT))
           if SHIPPED in fitted else None)
 display(Markdown(
     f"`polar4d predict` writes the **{irregularity.DEFAULT}** of its map as `irregularity` "
     f"(`irregularity.DEFAULT`). "
-    + (f"For the shipped model the best score here (mean of its vacancy and wall AUC) is **{chosen}** "
+    + (f"For the shipped model the best score here (the mean of its AUC for {', '.join(TARGETS)}; "
+       f"0.5 where a score is the same for every case) is **{chosen}** "
        f"({mean_auc[chosen]:.3f}; {irregularity.DEFAULT}: {mean_auc[irregularity.DEFAULT]:.3f})"
        + (", the same." if chosen == irregularity.DEFAULT else ".") if chosen else "")))
 
