@@ -179,11 +179,12 @@ def main() -> int:
             if not path.exists():
                 print(f"skipped {name}: not there (the default book trains it)")
                 continue
-            kind = load_model(path).kind
+            model = load_model(path)
+            kind = model.kind
             steps = [("a/8", a8)]
             if kind == "cnn-stack":
                 steps.append(("a/4", a4))
-            ceiling = network_rate(load_model(path))
+            ceiling = network_rate(model)
             if ceiling is not None:
                 gflop, images_per_s, images = ceiling
                 print(f"{kind} network: {gflop * 1e3:.2f} MFLOP per image, {images_per_s:.0f} images/s "

@@ -17,10 +17,10 @@ Angles in mrad, lengths in Å, energies in keV, thicknesses in nm.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-import functools
 from typing import TYPE_CHECKING, Callable
 
 import ase

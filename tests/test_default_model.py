@@ -261,7 +261,9 @@ def test_the_card_reports_every_off_grid_step_and_where_the_aim_is_missed():
     assert "not met at 0.75 Å." in card and "at commit abc1234" in card
     assert "fewer than 4 positions per cell (steps coarser than a/4, 0.99 Å) are refused" in card
     numbers["off_grid"]["steps"] = steps[:1]
-    assert "95.0 % of patterns at every step: met." in model_card.markdown(numbers)
+    assert "95.0 % of patterns and every scan's majority at every step: met." in model_card.markdown(numbers)
+    numbers["off_grid"]["steps"] = [{**steps[0], "majority_correct": 0.9375}]  # every pattern share met, a majority not
+    assert "not met at 0.4 Å." in model_card.markdown(numbers)
 
 
 def _smoke_scans_at_a4() -> list:
